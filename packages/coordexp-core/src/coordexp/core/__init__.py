@@ -1,0 +1,1 @@
+"""coordexp.core — see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""coordexp.losses — see docs/architecture.md."""

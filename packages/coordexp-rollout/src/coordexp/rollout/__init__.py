@@ -1,0 +1,1 @@
+"""coordexp.rollout — see docs/architecture.md."""

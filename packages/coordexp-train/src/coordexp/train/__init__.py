@@ -1,0 +1,1 @@
+"""coordexp.train — see docs/architecture.md."""
