@@ -1,0 +1,1 @@
+"""Run infrastructure owned by the executor: checkpoints, RNG state, logs, manifest, LR schedule."""
