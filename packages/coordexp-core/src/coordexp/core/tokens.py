@@ -1,0 +1,267 @@
+"""Token typing vocabulary and the vectorized span → row builders (spec 02 §2.1–2.2).
+
+The enums are stored in tensors as their ``int`` value (``TokenType``, ``SpanKind``, ``Subset``) or
+compared by value (``ContextName``, ``Channel``, both ``str`` enums).
+
+Character spans are half-open ``[start, end)`` offsets into the assistant text, as produced by
+``coordexp.core.coordjson.aligned.token_char_spans``. A token *touches* an interval when they share
+at least one character. A zero-width token (``start == end``: a special token such as
+``<|im_end|>``, or a byte fragment that completes no character) is treated as occupying the single
+character ``start``; intervals are taken literally, so an empty interval touches nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+import numpy as np
+
+from coordexp.core.errors import PipelineError
+
+__all__ = [
+    "Channel",
+    "ContextName",
+    "FUSED_SPAN_PRECEDENCE",
+    "SPAN_KIND_RANK",
+    "SpanKind",
+    "Subset",
+    "TokenType",
+    "span_kinds_for_tokens",
+    "token_types_for_tokens",
+]
+
+
+class TokenType(enum.IntEnum):
+    """Exclusive type of an assistant target token (D16); first match wins: coord, eos, desc, struct."""
+
+    STRUCT = 0
+    DESC = 1
+    COORD = 2
+    EOS = 3
+
+
+class SpanKind(enum.IntEnum):
+    """Which part of the assistant text a token belongs to (spec 02 §2.2)."""
+
+    PROMPT = 0
+    BODY = 1
+    CLOSURE = 2
+    EOS = 3
+    PREFIX_OPEN = 4
+    PREFIX_MATCHED = 5
+    PREFIX_FP = 6
+    FN = 7
+
+
+class ContextName(str, enum.Enum):
+    """The source of a context's logits (spec 02 §2.2)."""
+
+    GT = "gt"
+    SELF_CONTEXT = "self_context"
+    ROLLOUT = "rollout"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Channel(str, enum.Enum):
+    """A = teacher-forced GT steps, B = rollout-conditioned steps (spec 02 §2.2)."""
+
+    A = "A"
+    B = "B"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Subset(enum.IntEnum):
+    """Which matching subset a bbox group belongs to (``NONE`` for gt / self_context groups)."""
+
+    NONE = 0
+    MATCHED = 1
+    FP = 2
+    FN = 3
+
+
+#: Fused-token precedence of spec 02 §2.2 / D26, highest first.
+FUSED_SPAN_PRECEDENCE: tuple[SpanKind, ...] = (
+    SpanKind.PREFIX_FP,
+    SpanKind.CLOSURE,
+    SpanKind.FN,
+    SpanKind.PREFIX_MATCHED,
+    SpanKind.PREFIX_OPEN,
+)
+
+# Total order used by ``span_kinds_for_tokens`` (higher wins). It extends D26 to the gt kinds:
+# ``eos`` sits just above ``closure`` (a special token never fuses with text, so this only matters
+# for malformed input) and ``body`` just above ``prefix_open`` (gt and rollout kinds never share a
+# sample). ``prefix_fp`` stays on top so FP-neutrality always wins.
+_RANK_ORDER_LOW_TO_HIGH: tuple[SpanKind, ...] = (
+    SpanKind.PROMPT,
+    SpanKind.PREFIX_OPEN,
+    SpanKind.BODY,
+    SpanKind.PREFIX_MATCHED,
+    SpanKind.FN,
+    SpanKind.CLOSURE,
+    SpanKind.EOS,
+    SpanKind.PREFIX_FP,
+)
+#: ``SPAN_KIND_RANK[kind]`` — precedence rank of every span kind (higher wins when a token is fused).
+SPAN_KIND_RANK: Mapping[SpanKind, int] = {kind: rank for rank, kind in enumerate(_RANK_ORDER_LOW_TO_HIGH)}
+
+
+def _as_index_vector(values: np.ndarray, what: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise PipelineError(f"{what}: expected a 1-D integer array, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise PipelineError(f"{what}: expected an integer array, got dtype {array.dtype}")
+    return array.astype(np.int64, copy=False)
+
+
+def _validated_char_spans(char_starts: np.ndarray, char_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    starts = _as_index_vector(char_starts, "char_starts")
+    ends = _as_index_vector(char_ends, "char_ends")
+    if starts.shape != ends.shape:
+        raise PipelineError(
+            f"char_starts and char_ends must have the same length, got {starts.shape[0]} and {ends.shape[0]}"
+        )
+    if starts.size:
+        if starts.min() < 0:
+            raise PipelineError(f"char_starts must be >= 0, found {int(starts.min())}")
+        bad = np.flatnonzero(ends < starts)
+        if bad.size:
+            i = int(bad[0])
+            raise PipelineError(
+                f"token {i} has char span [{int(starts[i])}, {int(ends[i])}): end must be >= start"
+            )
+    # A zero-width token occupies its start character.
+    return starts, np.maximum(ends, starts + 1)
+
+
+def _validated_intervals(intervals: np.ndarray, what: str) -> np.ndarray:
+    array = np.asarray(intervals)
+    if array.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise PipelineError(f"{what}: expected an integer array of shape [K, 2], got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise PipelineError(f"{what}: expected an integer array, got dtype {array.dtype}")
+    array = array.astype(np.int64, copy=False)
+    if array.min() < 0:
+        raise PipelineError(f"{what}: interval bounds must be >= 0, found {int(array.min())}")
+    bad = np.flatnonzero(array[:, 1] < array[:, 0])
+    if bad.size:
+        k = int(bad[0])
+        raise PipelineError(
+            f"{what}: interval {k} = [{int(array[k, 0])}, {int(array[k, 1])}) has end < start"
+        )
+    return array
+
+
+def _touches(starts: np.ndarray, ends: np.ndarray, intervals: np.ndarray, n_chars: int) -> np.ndarray:
+    """Bool [T]: token ``[starts, ends)`` shares a character with the union of ``intervals``.
+
+    Coverage counting: a difference array marks each interval, its cumulative sum says which
+    characters are covered, and a prefix count of covered characters answers every token in O(1).
+    """
+    if intervals.shape[0] == 0 or starts.size == 0:
+        return np.zeros(starts.shape, dtype=bool)
+    delta = np.zeros(n_chars + 1, dtype=np.int64)
+    np.add.at(delta, intervals[:, 0], 1)
+    np.add.at(delta, intervals[:, 1], -1)
+    covered = np.cumsum(delta[:-1]) > 0
+    covered_before = np.concatenate(([0], np.cumsum(covered, dtype=np.int64)))
+    return covered_before[ends] > covered_before[starts]
+
+
+def _span_kind(value: object, what: str) -> SpanKind:
+    try:
+        return SpanKind(value)
+    except ValueError as err:
+        names = ", ".join(kind.name for kind in SpanKind)
+        raise PipelineError(f"{what}: expected a SpanKind ({names}), got {value!r}") from err
+
+
+def span_kinds_for_tokens(
+    char_starts: np.ndarray,
+    char_ends: np.ndarray,
+    intervals: Mapping[SpanKind, np.ndarray],
+    default: SpanKind,
+) -> np.ndarray:
+    """Span kind of every token from per-kind character intervals (spec 02 §2.2, D26, D27).
+
+    Args:
+        char_starts, char_ends: int ``[T]`` half-open character spans of the tokens.
+        intervals: for each span kind, int ``[K, 2]`` half-open character intervals (may overlap,
+            any order, K may be 0).
+        default: the kind of a token that touches no interval.
+
+    Returns:
+        int64 ``[T]`` ``SpanKind`` values. A token touching intervals of several kinds gets the one
+        with the highest ``SPAN_KIND_RANK`` (``prefix_fp > closure > fn > prefix_matched >
+        prefix_open``; see ``SPAN_KIND_RANK`` for the gt kinds).
+    """
+    starts, ends = _validated_char_spans(char_starts, char_ends)
+    default_kind = _span_kind(default, "default")
+    checked: list[tuple[SpanKind, np.ndarray]] = []
+    n_chars = int(ends.max()) if ends.size else 0
+    for key, value in intervals.items():
+        kind = _span_kind(key, "intervals key")
+        array = _validated_intervals(value, f"intervals[{kind.name}]")
+        if array.shape[0]:
+            n_chars = max(n_chars, int(array.max()))
+        checked.append((kind, array))
+    result = np.full(starts.shape, int(default_kind), dtype=np.int64)
+    for kind, array in sorted(checked, key=lambda item: SPAN_KIND_RANK[item[0]]):
+        result[_touches(starts, ends, array, n_chars)] = int(kind)
+    return result
+
+
+def token_types_for_tokens(
+    token_ids: np.ndarray,
+    char_starts: np.ndarray,
+    char_ends: np.ndarray,
+    desc_intervals: np.ndarray,
+    coord_mask: np.ndarray,
+    eos_id: int,
+) -> np.ndarray:
+    """Exclusive token type of every token (spec 02 §2.1, D16); first match wins.
+
+    Args:
+        token_ids: int ``[T]`` token ids.
+        char_starts, char_ends: int ``[T]`` half-open character spans of the tokens.
+        desc_intervals: int ``[K, 2]`` character intervals of desc *values* (inside the quotes).
+        coord_mask: bool ``[V]`` lookup table over the vocabulary, True at the 1000 coord ids
+            (``coord_mask[token_ids]`` selects the coord tokens).
+        eos_id: the id of ``<|im_end|>``.
+
+    Returns:
+        int64 ``[T]`` ``TokenType`` values: ``COORD`` if the id is a coord id, else ``EOS`` if it is
+        ``eos_id``, else ``DESC`` if the token touches a desc interval, else ``STRUCT``.
+    """
+    ids = _as_index_vector(token_ids, "token_ids")
+    starts, ends = _validated_char_spans(char_starts, char_ends)
+    if ids.shape != starts.shape:
+        raise PipelineError(f"token_ids has {ids.shape[0]} entries but the char spans have {starts.shape[0]}")
+    lookup = np.asarray(coord_mask)
+    if lookup.ndim != 1 or lookup.dtype != np.bool_:
+        raise PipelineError(
+            "coord_mask: expected a bool lookup table [V] over the vocabulary, "
+            f"got {lookup.dtype} {lookup.shape}"
+        )
+    if ids.size and (ids.min() < 0 or ids.max() >= lookup.shape[0]):
+        raise PipelineError(
+            f"token_ids must lie in [0, {lookup.shape[0]}) (the coord_mask vocabulary), "
+            f"found [{int(ids.min())}, {int(ids.max())}]"
+        )
+    if not 0 <= int(eos_id) < lookup.shape[0] or lookup[int(eos_id)]:
+        raise PipelineError(f"eos_id {eos_id} must be a non-coord id in [0, {lookup.shape[0]})")
+    desc = _validated_intervals(desc_intervals, "desc_intervals")
+    n_chars = max(int(ends.max()) if ends.size else 0, int(desc.max()) if desc.shape[0] else 0)
+    result = np.full(ids.shape, int(TokenType.STRUCT), dtype=np.int64)
+    result[_touches(starts, ends, desc, n_chars)] = int(TokenType.DESC)
+    result[ids == int(eos_id)] = int(TokenType.EOS)
+    result[lookup[ids]] = int(TokenType.COORD)
+    return result
