@@ -1,0 +1,1 @@
+"""The Accelerate-driven training loop shared by every stage (see `trainer.Trainer`)."""

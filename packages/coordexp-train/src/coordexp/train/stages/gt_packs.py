@@ -1,0 +1,133 @@
+"""GT teacher-forcing packs: encode records, pack them padding-free, build `gt` contexts.
+
+Shared by Stage-1 and Stage-2 Channel A. Sample lengths are computed once and cached under a
+fingerprint of everything that changes them (spec 06 §6.7): data bytes, tokenizer, prompt,
+`max_pixels`, field order and ordering mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from coordexp.core.context import ContextSet
+from coordexp.core.errors import PipelineError
+from coordexp.core.rows import pack_rows
+from coordexp.train.data.jsonl import JsonlDataset
+from coordexp.train.data.prompts import PromptPair, prompt_sha256
+from coordexp.train.encode.gt import EncodedSample, encode_gt
+from coordexp.train.encode.prompt import encode_prompt
+from coordexp.train.encode.vocab import TokenizerInfo
+from coordexp.train.models.positions import PackSegment, packed_model_inputs
+from coordexp.train.run.manifest import sha256_file
+from coordexp.train.stages.base import MicroBatch, move_inputs
+
+
+class GTEncoder:
+    """Encodes dataset records into GT teacher-forcing samples (context `gt`)."""
+
+    def __init__(
+        self,
+        dataset: JsonlDataset,
+        *,
+        info: TokenizerInfo,
+        processor: Any,
+        prompt: PromptPair,
+        field_order: str,
+        seed: int,
+    ) -> None:
+        self.dataset = dataset
+        self.info = info
+        self.processor = processor
+        self.prompt = prompt
+        self.field_order = field_order
+        self.seed = seed
+
+    def encode(self, index: int, epoch: int) -> EncodedSample:
+        record = self.dataset[index]
+        prompt = encode_prompt(self.processor, self.prompt, str(record.image))
+        objects = self.dataset.gt_objects(index, seed=self.seed, epoch=epoch)
+        return encode_gt(self.info, prompt, objects, field_order=self.field_order, sample_id=index)
+
+    def fingerprint(self, max_pixels: int) -> str:
+        tok = self.info.tokenizer
+        vocab_digest = hashlib.sha256(
+            json.dumps(sorted(tok.get_vocab().items())).encode("utf-8")
+        ).hexdigest()
+        payload = {
+            "data": sha256_file(self.dataset.path),
+            "tokenizer": vocab_digest,
+            "prompt": prompt_sha256(self.prompt),
+            "max_pixels": max_pixels,
+            "field_order": self.field_order,
+            "ordering": self.dataset.ordering,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def lengths(self, *, cache_dir: Path | None, max_pixels: int) -> list[int]:
+        """Token length of every sample (epoch-0 order), cached under the fingerprint."""
+        cache = None
+        if cache_dir is not None:
+            cache = Path(cache_dir) / f"lengths-{self.fingerprint(max_pixels)[:24]}.json"
+            if cache.is_file():
+                lengths = json.loads(cache.read_text())
+                if len(lengths) == len(self.dataset):
+                    return [int(v) for v in lengths]
+        lengths = [self.encode(i, 0).length for i in range(len(self.dataset))]
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps(lengths))
+            tmp.replace(cache)
+        return lengths
+
+
+def build_pack(
+    samples: Sequence[EncodedSample],
+    *,
+    rope_model: Any,
+    info: TokenizerInfo,
+    cap: int,
+    context: str,
+    channel: str,
+    trainer_variant: str,
+    coord_decode_mode: str,
+    n_softctx_iter: int = 1,
+    row_mult: Sequence[float] | None = None,
+    device: torch.device | str = "cpu",
+) -> MicroBatch:
+    """Concatenate `samples` into one padding-free micro-batch with its metadata contexts."""
+    total = sum(s.length for s in samples)
+    if total > cap:
+        raise PipelineError(
+            f"pack of {len(samples)} samples has {total} tokens > template.max_length={cap} "
+            "(random object ordering changed a tokenization; raise template.max_length)"
+        )
+    segments = [PackSegment(s.input_ids, s.image_grid_thw, s.pixel_values) for s in samples]
+    inputs, packed = packed_model_inputs(rope_model, segments)
+    offsets = packed.cu_seq_lens[:-1].tolist()
+    ctx, predict = pack_rows(
+        [s.rows for s in samples],
+        offsets,
+        context=context,
+        channel=channel,
+        trainer_variant=trainer_variant,
+        coord_ids=info.coord_vocab.coord_ids,
+        coord_decode_mode=coord_decode_mode,
+        row_mult=row_mult,
+        device=device,
+    )
+    meta = ContextSet.for_channel(channel, {context: ctx}, n_softctx_iter=n_softctx_iter)
+    return MicroBatch(inputs, predict, meta, n_tokens=total, n_segments=len(samples))
+
+
+def forward_single_context(model: torch.nn.Module, mb: MicroBatch, context: str, device: torch.device) -> ContextSet:
+    """One forward of a single-context micro-batch (its contexts were built on `device`)."""
+    inputs = move_inputs(mb.model_inputs, device)
+    logits = model(predict_positions=mb.predict_positions.to(device), **inputs)
+    return mb.meta.with_logits({context: logits})

@@ -1,0 +1,123 @@
+"""Stage-1: GT teacher forcing with the declared pipeline (context `gt`, channel A).
+
+Data plan (spec 06 §6.7): every training sample's token length is computed once (cached); with
+`training.packing: true` samples are packed first-fit-decreasing up to `template.max_length`, one
+pack per micro-batch; with `packing: false` each micro-batch holds `per_device_train_batch_size`
+consecutive samples (still concatenated padding-free). The plan is identical on every rank; a
+`StepSchedule` hands each rank E/W micro-batches per optimizer step, so all ranks run the same
+number of forwards, backwards and collectives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from coordexp.core.context import ContextSet
+from coordexp.core.metrics import Metric
+from coordexp.train.encode.vocab import TokenizerInfo
+from coordexp.train.packing.plan import (
+    StepSchedule,
+    first_fit_decreasing,
+    fit_to_world,
+    plan_sha256,
+    sequential_groups,
+)
+from coordexp.train.stages.base import MicroBatch, StepBatch
+from coordexp.train.stages.gt_packs import GTEncoder, build_pack, forward_single_context
+
+CONTEXT = "gt"
+CHANNEL = "A"
+
+
+class Stage1:
+    variant = "stage1"
+
+    def __init__(
+        self,
+        encoder: GTEncoder,
+        *,
+        info: TokenizerInfo,
+        rope_model: Any,
+        max_length: int,
+        max_pixels: int,
+        packing: bool,
+        per_device_batch: int,
+        packs_per_step: int,
+        world_size: int,
+        drop_last: bool,
+        seed: int,
+        cache_dir: Path | None,
+        device: torch.device,
+        val_encoder: GTEncoder | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.val_encoder = val_encoder
+        self.info = info
+        self.rope_model = rope_model
+        self.max_length = max_length
+        self.device = device
+        lengths = encoder.lengths(cache_dir=cache_dir, max_pixels=max_pixels)
+        if packing:
+            packs = first_fit_decreasing(lengths, max_length, sample_ids=[r.id for r in encoder.dataset])
+        else:
+            packs = sequential_groups(len(lengths), per_device_batch)
+        self.packs = fit_to_world(packs, world_size, drop_last=drop_last)
+        self.plan_sha256 = plan_sha256(self.packs)
+        self.lengths = lengths
+        self.schedule = StepSchedule(len(self.packs), packs_per_step=packs_per_step, world_size=world_size, seed=seed)
+
+    # -- stage protocol -------------------------------------------------------------------
+    def channel_for_step(self, step: int) -> str:
+        return CHANNEL
+
+    def contexts_for(self, channel: str) -> tuple[str, ...]:
+        return (CONTEXT,)
+
+    def step_metric_keys(self, channel: str) -> Sequence[tuple[str, str]]:
+        return (("train/segments_total", "sum"), ("train/tokens_total", "sum"), ("train/pack_fill_mean", "mean"))
+
+    def prepare_step(self, step: int, rank: int) -> StepBatch:
+        epoch = self.schedule.epoch_of(step)
+        mbs = tuple(self._micro_batch(self.encoder, self.packs[p], epoch) for p in self.schedule.packs_for(step, rank))
+        return StepBatch(CHANNEL, mbs, self._pack_metrics(mbs))
+
+    def forward(self, model: torch.nn.Module, micro_batch: MicroBatch) -> ContextSet:
+        return forward_single_context(model, micro_batch, CONTEXT, self.device)
+
+    # -- evaluation (teacher-forced validation loss) --------------------------------------
+    def eval_micro_batches(self, rank: int, world_size: int, max_samples: int | None = None) -> list[MicroBatch]:
+        """This rank's contiguous share of the validation packs (FFD over the val set)."""
+        if self.val_encoder is None:
+            return []
+        n = len(self.val_encoder.dataset) if max_samples is None else min(max_samples, len(self.val_encoder.dataset))
+        lengths = [self.val_encoder.encode(i, 0).length for i in range(n)]
+        packs = first_fit_decreasing(lengths, self.max_length)
+        share = -(-len(packs) // world_size)
+        mine = packs[rank * share : (rank + 1) * share]
+        return [self._micro_batch(self.val_encoder, pack, 0) for pack in mine]
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _micro_batch(self, encoder: GTEncoder, indices: Sequence[int], epoch: int) -> MicroBatch:
+        samples = [encoder.encode(i, epoch) for i in indices]
+        return build_pack(
+            samples,
+            rope_model=self.rope_model,
+            info=self.info,
+            cap=self.max_length,
+            context=CONTEXT,
+            channel=CHANNEL,
+            trainer_variant=self.variant,
+            coord_decode_mode="exp",
+            device=self.device,
+        )
+
+    def _pack_metrics(self, mbs: Sequence[MicroBatch]) -> tuple[Metric, ...]:
+        return (
+            Metric.sum("train/segments_total", float(sum(m.n_segments for m in mbs))),
+            Metric.sum("train/tokens_total", float(sum(m.n_tokens for m in mbs))),
+            Metric.mean("train/pack_fill_mean", float(sum(m.n_tokens for m in mbs)), float(self.max_length * len(mbs))),
+        )
