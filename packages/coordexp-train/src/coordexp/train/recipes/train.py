@@ -138,9 +138,9 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
         aligner_lr=training.aligner_lr,
         weight_decay=training.weight_decay,
     )
-    warmup = training.warmup_steps or int(round(training.warmup_ratio * max_steps))
-    kind = {"constant_with_warmup": "constant"}.get(training.lr_scheduler, training.lr_scheduler)
-    scheduler = build_scheduler(optimizer, kind=kind, warmup_steps=warmup, total_steps=max_steps)
+    scheduler = build_scheduler(
+        optimizer, kind=training.lr_scheduler, warmup_steps=training.warmup_steps, total_steps=max_steps
+    )
     manifest = _manifest(resolved, info, prompt, train_set, val_set, stage, dist)
     start_step = 0
     resume_dir = _resume_dir(training.resume_from, output_dir)
