@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PKGS    := packages/coordexp-core packages/coordexp-losses packages/coordexp-rollout packages/coordexp-train
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n auto --dist loadfile
 
 .PHONY: install test demo bench clean lint
 
