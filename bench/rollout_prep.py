@@ -1,0 +1,148 @@
+"""Benchmark: rollout preparation throughput (parse + trim + match + targets), one CPU core.
+
+Each synthetic sample has 30 GT objects and a 30-object rollout (24 jittered copies of GT objects
+and 6 random ones, shuffled) in canonical CoordJSON, tokenized with the REAL bundled tiny tokenizer
+of coordexp.train (byte-level BPE + coord tokens), closed and ended by ``<|im_end|>``. Per variant:
+
+* ``stage2_two_channel``: boxes only (bbox-only geometry policy, no OT);
+* ``stage2_rollout_aligned``: half boxes, half polygons (poly OT targets for matched pairs).
+
+Prints one JSON object with samples/s per variant: ``samples_per_s`` divides by the process CPU
+time (the process is pinned to one core, so this is single-core throughput even on a shared
+machine), ``samples_per_wall_s`` by wall-clock time. Target: >= 500 samples/s on one core.
+
+    python bench/rollout_prep.py [--samples 300] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+from coordexp.core.coordjson.serialize import CoordObject, serialize
+from coordexp.rollout.backend import RolloutOutput
+from coordexp.rollout.codec import TableCodec
+from coordexp.rollout.prepare import PrepareConfig, RolloutPreparer
+from coordexp.train.encode.vocab import TokenizerInfo
+from coordexp.train.models import build_tiny_tokenizer, vocab_token_bytes
+
+N_OBJECTS = 30
+N_COPIES = 24
+FIELD_ORDER = "desc_first"
+DESCS = ("person", "car", "traffic light", "dog", "chair", "cup", "bicycle", "potted plant")
+
+
+def make_codec() -> TableCodec:
+    tokenizer = build_tiny_tokenizer()
+    info = TokenizerInfo.build(tokenizer)
+    backend = tokenizer.backend_tokenizer
+
+    def encode(text: str) -> list[int]:
+        return backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
+
+    return TableCodec(encode, vocab_token_bytes(tokenizer), info.coord_vocab, info.eos_id, info.stop_ids)
+
+
+def _object(rng: np.random.Generator, poly: bool) -> CoordObject:
+    desc = DESCS[int(rng.integers(len(DESCS)))]
+    w, h = (int(v) for v in rng.integers(20, 250, size=2))
+    x, y = int(rng.integers(0, 999 - w)), int(rng.integers(0, 999 - h))
+    if not poly:
+        return CoordObject(desc, "bbox_2d", (x, y, x + w, y + h))
+    # a convex hexagon, clockwise on screen from its top vertex
+    xs = (x + w // 2, x + w, x + w, x + w // 2, x, x)
+    ys = (y, y + h // 4, y + 3 * h // 4, y + h, y + 3 * h // 4, y + h // 4)
+    return CoordObject(desc, "poly", tuple(v for pair in zip(xs, ys, strict=True) for v in pair))
+
+
+def _jitter(rng: np.random.Generator, obj: CoordObject) -> CoordObject:
+    noisy = np.clip(np.asarray(obj.values) + rng.integers(-8, 9, size=len(obj.values)), 0, 999)
+    if obj.geom_key == "bbox_2d":
+        noisy = np.concatenate([np.minimum(noisy[:2], noisy[2:]), np.maximum(noisy[:2], noisy[2:])])
+    return CoordObject(obj.desc, obj.geom_key, tuple(int(v) for v in noisy))
+
+
+def make_sample(rng: np.random.Generator, codec: TableCodec, with_polys: bool):
+    gts = [_object(rng, poly=with_polys and bool(k % 2)) for k in range(N_OBJECTS)]
+    copies = [_jitter(rng, gts[i]) for i in rng.choice(N_OBJECTS, N_COPIES, replace=False)]
+    extras = [_object(rng, poly=with_polys and bool(rng.integers(2))) for _ in range(N_OBJECTS - N_COPIES)]
+    preds = copies + extras
+    preds = [preds[i] for i in rng.permutation(N_OBJECTS)]
+    ids = codec.encode(serialize(preds, FIELD_ORDER)) + [codec.eos_id]
+    output = RolloutOutput(
+        prompt_ids=[1],
+        response_ids=ids,
+        finish_reason="stop",
+        max_new_tokens=4096,
+        eos_token_ids=codec.stop_ids,
+    )
+    return output, gts
+
+
+def run(variant: str, codec: TableCodec, samples: int, seed: int) -> dict:
+    with_polys = variant == "stage2_rollout_aligned"
+    preparer = RolloutPreparer(codec, PrepareConfig(variant, FIELD_ORDER))
+    rng = np.random.default_rng(seed)
+    data = [make_sample(rng, codec, with_polys) for _ in range(samples)]
+    for output, gts in data[:5]:
+        preparer.prepare(output, gts)  # warm-up
+    times, matched, tokens = [], [], []
+    cpu0 = time.process_time()
+    wall0 = time.perf_counter()
+    for output, gts in data:
+        t0 = time.perf_counter()
+        prepared = preparer.prepare(output, gts)
+        times.append(time.perf_counter() - t0)
+        matched.append(prepared.counters.matched)
+        tokens.append(len(output.response_ids))
+    cpu_s = time.process_time() - cpu0
+    wall_s = time.perf_counter() - wall0
+    ms = sorted(1e3 * t for t in times)
+    return {
+        "samples_per_s": round(len(ms) / cpu_s, 1),
+        "samples_per_wall_s": round(len(ms) / wall_s, 1),
+        "ms_per_sample_mean": round(statistics.fmean(ms), 3),
+        "ms_per_sample_p50": round(ms[len(ms) // 2], 3),
+        "ms_per_sample_p95": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 3),
+        "rollout_tokens_mean": round(statistics.fmean(tokens), 1),
+        "matched_per_sample_mean": round(statistics.fmean(matched), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    codec = make_codec()
+    results = {
+        v: run(v, codec, args.samples, args.seed) for v in ("stage2_two_channel", "stage2_rollout_aligned")
+    }
+    print(
+        json.dumps(
+            {
+                "bench": "rollout_prep",
+                "objects_per_rollout": N_OBJECTS,
+                "gt_per_sample": N_OBJECTS,
+                "samples": args.samples,
+                "tokenizer": "bundled tiny BPE (coordexp.train.models.build_tiny_tokenizer)",
+                "variants": results,
+                "samples_per_s_min": min(r["samples_per_s"] for r in results.values()),
+                "target_samples_per_s": 500,
+                "cores": 1,
+                "python": platform.python_version(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,428 @@
+"""One rollout end to end: generated ids → teacher-forced target (spec 03 §3.2–3.8, 04 §4.6).
+
+:meth:`RolloutPreparer.prepare` runs, for one sample:
+
+1. **prompt parity** (03 §3.1): the backend's prompt ids vs the local generation prompt;
+   ``error`` raises, ``drop`` returns a dropped sample counted in ``prompt_mismatch_dropped``;
+2. **token-aligned parse** (03 §3.2): byte-based spans → hard stop (first eos-type id or fused
+   ``<|im_end|>``) → ``parse(text, "rollout", geometry_policy)`` → coord extraction from the ids;
+   ``geometry_policy`` is ``bbox_only`` for ``stage2_two_channel`` and ``any`` for
+   ``stage2_rollout_aligned``;
+3. **suffix-only trim** (03 §3.3, :mod:`coordexp.rollout.trim`); an invalid rollout keeps no
+   predictions and gets the canonical prefix;
+4. **matching** (03 §3.4) of the valid records (appearance order) against the GT (GT order);
+5. **poly OT targets** (03 §3.5, ``stage2_rollout_aligned`` only) for matched pairs with a poly on
+   either side; bbox–bbox pairs use the GT bins. An :class:`~coordexp.rollout.ot.OTFailure` excludes
+   the pair: the prediction becomes a masked FP span and its GT is appended as FN;
+6. **FN append, ``Y_train`` and meta** (03 §3.6–3.7, :mod:`coordexp.rollout.targets`);
+7. **overlength fallback** (04 §4.6, D34): ``prompt_len + train_len > template.max_length`` →
+   rebuilt as an invalid rollout with ``overlength_fallback``;
+8. **counters** (03 §3.8, :class:`~coordexp.rollout.counters.SampleCounters`).
+
+Only the tokens before the hard stop influence the result (E3).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from coordexp.core.coordjson.aligned import extract_coord_positions, hard_stop, token_char_spans
+from coordexp.core.coordjson.parse import ParseResult, parse
+from coordexp.core.coordjson.serialize import FIELD_ORDERS, CoordObject
+from coordexp.core.errors import ConfigError, DataContractError, PipelineError
+from coordexp.rollout.backend import RolloutOutput
+from coordexp.rollout.codec import TextCodec, check_codec
+from coordexp.rollout.counters import SampleCounters
+from coordexp.rollout.decoding import DecodeParams
+from coordexp.rollout.maskiou import Geometry
+from coordexp.rollout.matching import MatchingConfig, match
+from coordexp.rollout.ot import OTFailure, PolyOTConfig, ot_targets
+from coordexp.rollout.parity import check_policy, check_prompt_parity
+from coordexp.rollout.record import DecodeInfo, MatchSummary, ParseCounts, RolloutFlags, RolloutTarget
+from coordexp.rollout.targets import POLY_KEY, PrefixElement, build_rollout_target
+from coordexp.rollout.trim import (
+    OVERLENGTH,
+    RETOKENIZE_FAIL,
+    TrimResult,
+    fallback_prefix_ids,
+    invalid_trim,
+    trim_rollout,
+)
+
+TWO_CHANNEL = "stage2_two_channel"
+ROLLOUT_ALIGNED = "stage2_rollout_aligned"
+GEOMETRY_POLICY_OF_VARIANT = {TWO_CHANNEL: "bbox_only", ROLLOUT_ALIGNED: "any"}
+PROMPT_MISMATCH = "prompt_mismatch"
+
+
+def _check_variant(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value not in GEOMETRY_POLICY_OF_VARIANT:
+        raise ConfigError(
+            "custom.trainer_variant",
+            f"rollouts need one of {sorted(GEOMETRY_POLICY_OF_VARIANT)}, got {value!r}",
+        )
+
+
+def _check_field_order(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value not in FIELD_ORDERS:
+        raise ConfigError("custom.object_field_order", f"expected one of {FIELD_ORDERS}, got {value!r}")
+
+
+def _check_max_length(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
+    ):
+        raise ConfigError("template.max_length", f"expected null or an int >= 1, got {value!r}")
+
+
+@attrs.frozen
+class PrepareConfig:
+    """What :class:`RolloutPreparer` needs from the run config.
+
+    ``trainer_variant`` (``custom.trainer_variant``) picks the geometry policy and whether poly OT
+    runs; ``field_order`` (``custom.object_field_order``) is the FN serialization order and the
+    order ``field_order_mismatch`` is counted against; ``max_length`` (``template.max_length``,
+    None = unchecked) triggers the overlength fallback; ``prompt_mismatch_policy`` is
+    ``rollout_matching.prompt_mismatch_policy``.
+    """
+
+    trainer_variant: str = attrs.field(validator=_check_variant)
+    field_order: str = attrs.field(validator=_check_field_order)
+    matching: MatchingConfig = attrs.field(factory=MatchingConfig)
+    poly_ot: PolyOTConfig = attrs.field(factory=PolyOTConfig)
+    max_length: int | None = attrs.field(default=None, validator=_check_max_length)
+    prompt_mismatch_policy: str = attrs.field(default="error")
+
+    @prompt_mismatch_policy.validator
+    def _check_policy(self, attribute: attrs.Attribute, value: Any) -> None:
+        check_policy(value)
+
+    @property
+    def geometry_policy(self) -> str:
+        return GEOMETRY_POLICY_OF_VARIANT[self.trainer_variant]
+
+    @property
+    def uses_poly_ot(self) -> bool:
+        return self.trainer_variant == ROLLOUT_ALIGNED
+
+
+@attrs.frozen
+class PreparedSample:
+    """The result for one sample: ``target`` (None when dropped), its ``counters``, the
+    ``dropped_reason`` (``"prompt_mismatch"`` or None), and the rollout text before the hard stop
+    (for debug dumps)."""
+
+    sample_id: int | str | None
+    target: RolloutTarget | None
+    counters: SampleCounters
+    dropped_reason: str | None = None
+    rollout_text: str = ""
+
+    @property
+    def dropped(self) -> bool:
+        return self.target is None
+
+
+@attrs.frozen(eq=False)
+class _AlignedRollout:
+    """The tokens before the hard stop with their bytes, unclipped spans and aligned parse."""
+
+    ids: np.ndarray
+    token_bytes: list[bytes]
+    char_starts: np.ndarray
+    char_ends: np.ndarray
+    text: str
+    parse: ParseResult
+    coord_positions: tuple[tuple[int, ...], ...]
+    ends_with_eos: bool
+
+
+def _check_gt(gt_objects: Sequence[CoordObject], cfg: PrepareConfig) -> list[CoordObject]:
+    objects = list(gt_objects)
+    for index, obj in enumerate(objects):
+        if not isinstance(obj, CoordObject):
+            raise DataContractError(
+                "geom_count",
+                f"GT objects must be CoordObject values, got {type(obj).__name__}",
+                object_index=index,
+            )
+        if obj.geom_key == POLY_KEY and cfg.geometry_policy == "bbox_only":
+            raise DataContractError(
+                "variant_geom",
+                f"a GT poly under {cfg.trainer_variant} (bbox only, D18)",
+                object_index=index,
+                field="poly",
+            )
+    return objects
+
+
+class RolloutPreparer:
+    """Turns rollouts into :class:`RolloutTarget` records for one run (module doc).
+
+    Built once per run: validates the codec and pre-encodes the invalid-rollout prefix. Stateless
+    between calls, so one instance serves every sample.
+    """
+
+    def __init__(self, codec: TextCodec, cfg: PrepareConfig) -> None:
+        if not isinstance(cfg, PrepareConfig):
+            raise ConfigError("rollout_matching", f"expected a PrepareConfig, got {type(cfg).__name__}")
+        check_codec(codec)
+        self.codec = codec
+        self.cfg = cfg
+        self.fallback_ids = fallback_prefix_ids(codec)
+        self.fallback_bytes = tuple(codec.token_bytes(self.fallback_ids))
+
+    # -- public ---------------------------------------------------------------------------------
+    def prepare(
+        self,
+        output: RolloutOutput,
+        gt_objects: Sequence[CoordObject],
+        *,
+        local_prompt_ids: Sequence[int] | None = None,
+        seed: int | None = None,
+        params: DecodeParams | None = None,
+        sample_id: int | str | None = None,
+    ) -> PreparedSample:
+        """Prepare one rollout against its GT objects (in GT order).
+
+        ``local_prompt_ids``: the local generation prompt for the parity check (None skips it;
+        then ``output.prompt_ids`` is the prompt). ``seed``/``params`` are recorded in the meta.
+        """
+        if not isinstance(output, RolloutOutput):
+            raise PipelineError(f"prepare expects a RolloutOutput, got {type(output).__name__}")
+        gt = _check_gt(gt_objects, self.cfg)
+        if local_prompt_ids is not None and not check_prompt_parity(
+            local_prompt_ids, output.prompt_ids, self.cfg.prompt_mismatch_policy, sample_id=sample_id
+        ):
+            return PreparedSample(sample_id, None, SampleCounters.prompt_mismatch(), PROMPT_MISMATCH)
+        aligned = self._align(output.response_ids)
+        trim = trim_rollout(
+            aligned.ids,
+            aligned.token_bytes,
+            aligned.char_starts,
+            aligned.char_ends,
+            aligned.text,
+            aligned.parse,
+            self.codec,
+            self.fallback_ids,
+        )
+        result = aligned.parse
+        counts = ParseCounts(
+            drop_counts=dict(result.drop_counts),
+            valid_records=sum(r.valid for r in result.records),
+            field_order_mismatch=result.field_order_mismatch,
+            degenerate_pred_bbox=result.degenerate_pred_bbox,
+            dropped_incomplete_tail=int(result.incomplete_tail),
+        )
+        decode = DecodeInfo(
+            seed=seed,
+            params=params.to_dict() if params is not None else {},
+            rollout_len=len(output.response_ids),
+            finish_reason=output.finish_reason,
+        )
+        flags = RolloutFlags(
+            invalid_rollout=not trim.valid,
+            invalid_reason=trim.invalid_reason,
+            truncated=output.truncated and not aligned.ends_with_eos,
+            ends_with_eos=aligned.ends_with_eos,
+            retokenize_fail=trim.invalid_reason == RETOKENIZE_FAIL,
+        )
+        prompt_len = len(local_prompt_ids) if local_prompt_ids is not None else len(output.prompt_ids)
+        if trim.valid:
+            elements, summary, fn = self._match(
+                aligned, trim, gt, [Geometry(o.geom_key, o.values) for o in gt]
+            )
+        else:
+            elements, summary, fn = (), MatchSummary(fn=tuple(range(len(gt)))), tuple(range(len(gt)))
+        target = self._build(
+            aligned.token_bytes, trim, elements, gt, fn, prompt_len, summary, flags, counts, decode
+        )
+        max_length = self.cfg.max_length
+        if max_length is not None and target.encoded_len > max_length:
+            flags = attrs.evolve(
+                flags, invalid_rollout=True, invalid_reason=OVERLENGTH, overlength_fallback=True
+            )
+            everything = tuple(range(len(gt)))
+            target = self._build(
+                (),
+                invalid_trim(self.fallback_ids, OVERLENGTH),
+                (),
+                gt,
+                everything,
+                prompt_len,
+                MatchSummary(fn=everything),
+                flags,
+                counts,
+                decode,
+            )
+            if target.encoded_len > max_length:
+                raise PipelineError(
+                    f"sample {sample_id!r}: even the invalid-rollout fallback needs {target.encoded_len} "
+                    f"tokens (> template.max_length {max_length}); the load-time too_long check should "
+                    "have rejected it"
+                )
+        return PreparedSample(
+            sample_id, target, SampleCounters.from_target(target, len(gt)), None, aligned.text
+        )
+
+    def prepare_many(
+        self,
+        outputs: Sequence[RolloutOutput],
+        gt_lists: Sequence[Sequence[CoordObject]],
+        *,
+        local_prompt_ids: Sequence[Sequence[int]] | None = None,
+        seeds: Sequence[int] | None = None,
+        params: DecodeParams | None = None,
+        sample_ids: Sequence[int | str] | None = None,
+    ) -> list[PreparedSample]:
+        """:meth:`prepare` over aligned sequences (one entry per sample, in order)."""
+        n = len(outputs)
+        for name, seq in (
+            ("gt_lists", gt_lists),
+            ("local_prompt_ids", local_prompt_ids),
+            ("seeds", seeds),
+            ("sample_ids", sample_ids),
+        ):
+            if seq is not None and len(seq) != n:
+                raise PipelineError(f"prepare_many got {len(seq)} {name} for {n} outputs")
+        return [
+            self.prepare(
+                outputs[i],
+                gt_lists[i],
+                local_prompt_ids=None if local_prompt_ids is None else local_prompt_ids[i],
+                seed=None if seeds is None else seeds[i],
+                params=params,
+                sample_id=None if sample_ids is None else sample_ids[i],
+            )
+            for i in range(n)
+        ]
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _align(self, response_ids: Sequence[int]) -> _AlignedRollout:
+        codec, cfg = self.codec, self.cfg
+        ids = np.asarray(response_ids, dtype=np.int64)
+        per_token = codec.token_bytes(ids)
+        full = token_char_spans(per_token)
+        stop = hard_stop(ids, full, codec.stop_ids)
+        kept = full.truncated(stop.n_tokens, stop.n_chars)
+        result = parse(
+            kept.text, mode="rollout", geometry_policy=cfg.geometry_policy, field_order=cfg.field_order
+        )
+        aligned = extract_coord_positions(result, kept, ids[: stop.n_tokens], codec.coord_vocab)
+        n = stop.n_tokens
+        return _AlignedRollout(
+            ids=ids[:n],
+            token_bytes=per_token[:n],
+            char_starts=full.starts[:n],
+            char_ends=full.ends[:n],
+            text=kept.text,
+            parse=aligned.result,
+            coord_positions=aligned.coord_positions,
+            ends_with_eos=stop.ends_with_eos,
+        )
+
+    def _match(
+        self, aligned: _AlignedRollout, trim: TrimResult, gt: list[CoordObject], gt_geoms: list[Geometry]
+    ) -> tuple[tuple[PrefixElement, ...], MatchSummary, tuple[int, ...]]:
+        records = aligned.parse.records
+        preds = [record for record in records if record.valid]
+        # Geometry values are built once here; match and OT accept them as they are.
+        pred_geoms = [Geometry(record.geom_key, record.values) for record in preds]
+        result = match(pred_geoms, gt_geoms, self.cfg.matching)
+        supervised: dict[int, tuple[int, tuple[int, ...]]] = {}
+        pairs: list[tuple[int, int, float]] = []
+        excluded: list[tuple[int, int]] = []
+        for pred_index, gt_index, iou in result.pairs:
+            pred, truth = pred_geoms[pred_index], gt[gt_index]
+            if self.cfg.uses_poly_ot and POLY_KEY in (pred.geom_key, truth.geom_key):
+                try:
+                    target = ot_targets(pred, gt_geoms[gt_index], self.cfg.poly_ot).values
+                except OTFailure:
+                    excluded.append((pred_index, gt_index))
+                    continue
+            else:
+                target = truth.values
+            supervised[pred_index] = (gt_index, target)
+            pairs.append((pred_index, gt_index, iou))
+        pred_index_of = {record.index: k for k, record in enumerate(preds)}
+        elements = []
+        start = trim.open_end
+        for record, end in zip(records, aligned.parse.record_ends, strict=True):
+            pred_index = pred_index_of.get(record.index)
+            match_of = supervised.get(pred_index) if pred_index is not None else None
+            if match_of is None:
+                elements.append(PrefixElement((start, end), record.desc_span, pred_index=pred_index))
+            else:
+                elements.append(
+                    PrefixElement(
+                        (start, end),
+                        record.desc_span,
+                        matched=True,
+                        pred_index=pred_index,
+                        gt_index=match_of[0],
+                        geom_key=record.geom_key,
+                        coord_positions=aligned.coord_positions[record.index],
+                        target=match_of[1],
+                    )
+                )
+            start = end
+        fn = tuple(sorted((*result.fn, *(g for _, g in excluded))))
+        fp = tuple(sorted((*result.fp, *(p for p, _ in excluded))))
+        summary = MatchSummary(
+            pairs=tuple(pairs),
+            fp=fp,
+            fn=fn,
+            excluded=tuple(excluded),
+            gating_rejections=result.gating_rejections,
+            candidate_pairs=result.candidate_pairs,
+        )
+        return tuple(elements), summary, fn
+
+    def _build(
+        self,
+        aligned_bytes: Sequence[bytes],
+        trim: TrimResult,
+        elements: Sequence[PrefixElement],
+        gt: list[CoordObject],
+        fn: Sequence[int],
+        prompt_len: int,
+        summary: MatchSummary,
+        flags: RolloutFlags,
+        counts: ParseCounts,
+        decode: DecodeInfo,
+    ) -> RolloutTarget:
+        """:func:`build_rollout_target` reusing the rollout's token bytes for the kept prefix."""
+        if trim.valid:
+            prefix_bytes = [*aligned_bytes[: trim.kept_tokens], *self.codec.token_bytes(trim.replacement)]
+        else:
+            prefix_bytes = self.fallback_bytes
+        return build_rollout_target(
+            codec=self.codec,
+            trim=trim,
+            elements=elements,
+            gt_objects=gt,
+            fn_indices=fn,
+            field_order=self.cfg.field_order,
+            prompt_len=prompt_len,
+            match=summary,
+            flags=flags,
+            counts=counts,
+            decode=decode,
+            prefix_bytes=prefix_bytes,
+        )
+
+
+__all__ = [
+    "GEOMETRY_POLICY_OF_VARIANT",
+    "PROMPT_MISMATCH",
+    "ROLLOUT_ALIGNED",
+    "TWO_CHANNEL",
+    "PrepareConfig",
+    "PreparedSample",
+    "RolloutPreparer",
+]

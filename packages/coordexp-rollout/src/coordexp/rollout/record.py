@@ -1,0 +1,430 @@
+"""``RolloutTarget``: the rich per-sample record of a prepared rollout (spec 03 §3.7; invariant E10).
+
+Positions are assistant-relative: position ``p`` is ``y_train[p]``, i.e. token ``prompt_len + p`` of
+the teacher-forced sequence ``prompt_ids + y_train``; "tail-local" means ``p − prefix_len``.
+``y_train = prefix_ids + encode(fragment) + [eos_id]`` (03 §3.6).
+
+Per-position labels (``token_type``, ``span_kind``, int64 ``[train_len]``) are stored once; the
+§3.7 position lists (``prefix_struct_pos``, ``prefix_fp_pos``, ``tail_struct_pos``,
+``tail_desc_pos``, ``closure_pos``, ``eos_pos``) are derived from them. Coord slots and bbox/poly
+groups carry targets. Construction validates the structural contract and raises
+:class:`~coordexp.core.errors.PipelineError`: every position lies in ``[0, train_len)``, slots sit on
+coord tokens of their own span kind (matched prefix / FN), prefix groups lie in ``[0, prefix_len)``
+and FN groups in ``[prefix_len, train_len)``, every group position is a slot with the same target,
+and the eos is the last token and the only eos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+import numpy as np
+
+from coordexp.core.codec import MAX_BIN
+from coordexp.core.errors import PipelineError
+from coordexp.core.tokens import SpanKind, TokenType
+
+PREFIX_KINDS = (SpanKind.PREFIX_OPEN, SpanKind.PREFIX_MATCHED, SpanKind.PREFIX_FP)
+TAIL_KINDS = (SpanKind.FN, SpanKind.CLOSURE, SpanKind.EOS)
+# _REGION[kind]: 1 for span kinds of the prefix, 2 for those of the FN tail, 0 otherwise.
+_REGION = np.zeros(max(SpanKind) + 1, dtype=np.int8)
+_REGION[[int(k) for k in PREFIX_KINDS]] = 1
+_REGION[[int(k) for k in TAIL_KINDS]] = 2
+
+
+def _int_array(value: Any, what: str, ndim: int = 1, width: int | None = None) -> np.ndarray:
+    """A read-only int64 copy of ``value`` with ``ndim`` dimensions (``[n]`` or ``[n, width]``)."""
+    array = np.asarray(value)
+    if array.size == 0:
+        array = np.zeros((0,) if ndim == 1 else (0, width or 0), dtype=np.int64)
+    if array.ndim != ndim or (width is not None and array.shape[1] != width):
+        expected = "[n]" if ndim == 1 else f"[n, {width}]"
+        raise PipelineError(f"{what}: expected an int array {expected}, got shape {array.shape}")
+    if array.dtype != np.int64 and array.size and not np.issubdtype(array.dtype, np.integer):
+        raise PipelineError(f"{what}: expected integers, got dtype {array.dtype}")
+    frozen = array.astype(np.int64, copy=True)
+    frozen.flags.writeable = False
+    return frozen
+
+
+def _readonly(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value or {}))
+
+
+@attrs.frozen(eq=False)
+class CoordSlots:
+    """Coord slots ``{pos, target_bin, object, slot}`` as parallel int64 arrays ``[n]``.
+
+    ``object`` numbers the records of ``Y_train`` in order (prefix elements first, FN objects
+    continue after them); ``slot`` is the value index inside its object's geometry.
+    """
+
+    pos: np.ndarray
+    target_bin: np.ndarray
+    object: np.ndarray
+    slot: np.ndarray
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("pos", "target_bin", "object", "slot"):
+            object.__setattr__(self, name, _int_array(getattr(self, name), f"CoordSlots.{name}"))
+        n = self.pos.shape[0]
+        if any(getattr(self, name).shape[0] != n for name in ("target_bin", "object", "slot")):
+            raise PipelineError("CoordSlots: pos, target_bin, object and slot must have the same length")
+        if n and (self.target_bin.min() < 0 or self.target_bin.max() > MAX_BIN):
+            raise PipelineError(f"CoordSlots: target bins must lie in 0..{MAX_BIN}")
+        if n and (self.object.min() < 0 or self.slot.min() < 0):
+            raise PipelineError("CoordSlots: object and slot must be >= 0")
+
+    @classmethod
+    def empty(cls) -> CoordSlots:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return int(self.pos.shape[0])
+
+
+@attrs.frozen(eq=False)
+class BBoxGroupTable:
+    """Bbox groups: ``pos [G, 4]`` (x1, y1, x2, y2 positions), ``target [G, 4]`` bins,
+    ``gt_index [G]``, ``pred_index [G]`` (−1 for FN groups), ``weight [G]`` float32 (1.0)."""
+
+    pos: np.ndarray
+    target: np.ndarray
+    gt_index: np.ndarray
+    pred_index: np.ndarray
+    weight: np.ndarray
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "pos", _int_array(self.pos, "BBoxGroupTable.pos", 2, 4))
+        object.__setattr__(self, "target", _int_array(self.target, "BBoxGroupTable.target", 2, 4))
+        object.__setattr__(self, "gt_index", _int_array(self.gt_index, "BBoxGroupTable.gt_index"))
+        object.__setattr__(self, "pred_index", _int_array(self.pred_index, "BBoxGroupTable.pred_index"))
+        weight = np.array(np.asarray(self.weight, dtype=np.float32).reshape(-1), copy=True)
+        weight.flags.writeable = False
+        object.__setattr__(self, "weight", weight)
+        n = self.pos.shape[0]
+        if any(a.shape[0] != n for a in (self.target, self.gt_index, self.pred_index, self.weight)):
+            raise PipelineError(
+                "BBoxGroupTable: pos, target, gt_index, pred_index and weight must have G rows"
+            )
+        if n and (self.target.min() < 0 or self.target.max() > MAX_BIN):
+            raise PipelineError(f"BBoxGroupTable: target bins must lie in 0..{MAX_BIN}")
+        if n and (self.gt_index.min() < 0 or self.pred_index.min() < -1):
+            raise PipelineError("BBoxGroupTable: gt_index must be >= 0 and pred_index >= -1")
+        if not np.all(np.isfinite(self.weight)) or np.any(self.weight < 0):
+            raise PipelineError("BBoxGroupTable: weights must be finite and >= 0")
+
+    @classmethod
+    def empty(cls) -> BBoxGroupTable:
+        z = np.zeros((0, 4), np.int64)
+        e = np.zeros(0, np.int64)
+        return cls(z, z, e, e, np.zeros(0, np.float32))
+
+    def __len__(self) -> int:
+        return int(self.pos.shape[0])
+
+
+@attrs.frozen
+class PolyGroup:
+    """A matched poly prediction: ``pos[2n]`` coord positions, ``target[2n]`` bins (OT targets)."""
+
+    pos: tuple[int, ...] = attrs.field(converter=tuple)
+    target: tuple[int, ...] = attrs.field(converter=tuple)
+    gt_index: int
+    pred_index: int
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.pos) != len(self.target) or len(self.pos) < 6 or len(self.pos) % 2:
+            raise PipelineError(
+                f"PolyGroup: pos and target need the same even length >= 6, got {len(self.pos)} and "
+                f"{len(self.target)}"
+            )
+
+
+@attrs.frozen
+class MatchSummary:
+    """Matching outcome as trained.
+
+    ``pairs``: supervised ``(pred_index, gt_index, maskiou)`` (maskIoU for diagnostics only, D13).
+    ``fp``: predictions trained as masked FP spans (unmatched, plus excluded pairs), ascending.
+    ``fn``: GT indices appended to ``Y_train``, in GT order (unmatched plus excluded).
+    ``excluded``: ``(pred_index, gt_index)`` pairs whose OT targets failed (03 §3.5 step 5).
+    Prediction indices number the valid records in appearance order.
+    """
+
+    pairs: tuple[tuple[int, int, float], ...] = ()
+    fp: tuple[int, ...] = ()
+    fn: tuple[int, ...] = ()
+    excluded: tuple[tuple[int, int], ...] = ()
+    gating_rejections: int = 0
+    candidate_pairs: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pairs": [list(p) for p in self.pairs],
+            "fp": list(self.fp),
+            "fn": list(self.fn),
+            "excluded": [list(p) for p in self.excluded],
+            "gating_rejections": self.gating_rejections,
+            "candidate_pairs": self.candidate_pairs,
+        }
+
+
+@attrs.frozen
+class RolloutFlags:
+    """``invalid_rollout`` (with ``invalid_reason``, see :mod:`coordexp.rollout.trim`), ``truncated``
+    (``max_new_tokens`` reached without an eos), ``overlength_fallback``, ``ends_with_eos``
+    (an eos id or the fused literal stopped the text), ``retokenize_fail``."""
+
+    invalid_rollout: bool = False
+    invalid_reason: str | None = None
+    truncated: bool = False
+    overlength_fallback: bool = False
+    ends_with_eos: bool = False
+    retokenize_fail: bool = False
+
+
+@attrs.frozen
+class ParseCounts:
+    """What the rollout parse found (before any fallback): ``drop_counts`` (every bucket),
+    ``valid_records``, ``field_order_mismatch``, ``degenerate_pred_bbox``, and
+    ``dropped_incomplete_tail`` (1 when an element in progress was cut off, else 0)."""
+
+    drop_counts: Mapping[str, int] = attrs.field(factory=dict, converter=_readonly)
+    valid_records: int = 0
+    field_order_mismatch: int = 0
+    degenerate_pred_bbox: int = 0
+    dropped_incomplete_tail: int = 0
+
+    @property
+    def dropped(self) -> int:
+        return int(sum(self.drop_counts.values()))
+
+
+@attrs.frozen
+class DecodeInfo:
+    """``seed`` of the request (None if unknown), decoding ``params`` (``DecodeParams.to_dict()``),
+    ``rollout_len`` (generated ids, eos included), ``finish_reason``."""
+
+    seed: int | None = None
+    params: Mapping[str, Any] = attrs.field(factory=dict, converter=_readonly)
+    rollout_len: int = 0
+    finish_reason: str = "stop"
+
+
+def _positions(mask: np.ndarray) -> np.ndarray:
+    out = np.flatnonzero(mask).astype(np.int64)
+    out.flags.writeable = False
+    return out
+
+
+@attrs.frozen(eq=False)
+class RolloutTarget:
+    """One rollout turned into a teacher-forced target (module doc).
+
+    ``y_train`` int64 ``[train_len]``; ``token_type``/``span_kind`` int64 ``[train_len]``
+    (``TokenType``/``SpanKind`` values); ``prefix_text`` and ``fragment_text`` are the decoded prefix
+    and the FN fragment (``lead + records + "]}"``); ``n_prefix_objects`` counts the prefix's complete
+    elements (FN objects are numbered from it).
+    """
+
+    prompt_len: int
+    prefix_len: int
+    y_train: np.ndarray
+    token_type: np.ndarray
+    span_kind: np.ndarray
+    prefix_text: str
+    fragment_text: str
+    n_prefix_objects: int
+    coord_slots_prefix: CoordSlots
+    coord_slots_fn: CoordSlots
+    bbox_groups_prefix: BBoxGroupTable
+    bbox_groups_fn: BBoxGroupTable
+    poly_groups_prefix: tuple[PolyGroup, ...]
+    match: MatchSummary
+    flags: RolloutFlags
+    counts: ParseCounts
+    decode: DecodeInfo
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("y_train", "token_type", "span_kind"):
+            object.__setattr__(self, name, _int_array(getattr(self, name), f"RolloutTarget.{name}"))
+        self._validate()
+
+    # -- lengths ------------------------------------------------------------------------------
+    @property
+    def train_len(self) -> int:
+        """``prefix_len + len(fragment ids) + 1``."""
+        return int(self.y_train.shape[0])
+
+    @property
+    def encoded_len(self) -> int:
+        """Tokens of the teacher-forced sequence: ``prompt_len + train_len``."""
+        return self.prompt_len + self.train_len
+
+    @property
+    def text(self) -> str:
+        """``prefix_text + fragment_text`` (the eos token not included)."""
+        return self.prefix_text + self.fragment_text
+
+    # -- §3.7 position lists --------------------------------------------------------------------
+    def _where(self, kinds: tuple[SpanKind, ...], types: tuple[TokenType, ...] | None = None) -> np.ndarray:
+        mask = np.isin(self.span_kind, [int(k) for k in kinds])
+        if types is not None:
+            mask &= np.isin(self.token_type, [int(t) for t in types])
+        return _positions(mask)
+
+    @property
+    def prefix_struct_pos(self) -> np.ndarray:
+        """Struct positions of the matched prefix, ``prefix_open`` included."""
+        return self._where((SpanKind.PREFIX_OPEN, SpanKind.PREFIX_MATCHED), (TokenType.STRUCT,))
+
+    @property
+    def prefix_desc_pos(self) -> np.ndarray:
+        """Desc positions of matched records (token_ce weight 0; listed for diagnostics)."""
+        return self._where((SpanKind.PREFIX_MATCHED,), (TokenType.DESC,))
+
+    @property
+    def prefix_fp_pos(self) -> np.ndarray:
+        """Every position of an FP span (masked)."""
+        return self._where((SpanKind.PREFIX_FP,))
+
+    @property
+    def tail_struct_pos(self) -> np.ndarray:
+        """Struct positions of the FN fragment (leading ``", "`` included, closure excluded)."""
+        return self._where((SpanKind.FN,), (TokenType.STRUCT,))
+
+    @property
+    def tail_desc_pos(self) -> np.ndarray:
+        """Desc positions of the FN fragment."""
+        return self._where((SpanKind.FN,), (TokenType.DESC,))
+
+    @property
+    def closure_pos(self) -> np.ndarray:
+        """Positions of the closing ``]}`` (tokens fused with it included, D26)."""
+        return self._where((SpanKind.CLOSURE,))
+
+    @property
+    def eos_pos(self) -> int:
+        """Position of the eos token: ``train_len − 1``."""
+        return self.train_len - 1
+
+    # -- validation -----------------------------------------------------------------------------
+    def _validate(self) -> None:
+        n = self.train_len
+        if self.token_type.shape != (n,) or self.span_kind.shape != (n,):
+            raise PipelineError(
+                f"RolloutTarget: token_type {self.token_type.shape} and span_kind {self.span_kind.shape} "
+                f"must have train_len={n} entries"
+            )
+        if not 1 <= self.prefix_len < n:
+            raise PipelineError(f"RolloutTarget: prefix_len {self.prefix_len} must lie in [1, train_len={n})")
+        if self.prompt_len < 0:
+            raise PipelineError(f"RolloutTarget: prompt_len must be >= 0, got {self.prompt_len}")
+        if self.y_train.min() < 0:
+            raise PipelineError("RolloutTarget: y_train ids must be >= 0")
+        kinds = self.span_kind
+        if kinds.min() < 0 or kinds.max() >= _REGION.shape[0]:
+            raise PipelineError("RolloutTarget: span_kind holds values outside the SpanKind range")
+        expected_region = np.full(n, 2, dtype=np.int8)
+        expected_region[: self.prefix_len] = 1
+        wrong = _REGION[kinds] != expected_region
+        if wrong.any():
+            bad = int(np.argmax(wrong))
+            raise PipelineError(
+                f"RolloutTarget: position {bad} has span kind {SpanKind(int(kinds[bad])).name}, which "
+                f"does not belong {'before' if bad < self.prefix_len else 'after'} "
+                f"prefix_len={self.prefix_len}"
+            )
+        eos_type = np.flatnonzero(self.token_type == int(TokenType.EOS)).tolist()
+        eos_kind = np.flatnonzero(kinds == int(SpanKind.EOS)).tolist()
+        if eos_type != [n - 1] or eos_kind != [n - 1]:
+            raise PipelineError(
+                "RolloutTarget: the eos must be the last token and the only eos (type and span kind)"
+            )
+        slots = (self.coord_slots_prefix, self.coord_slots_fn)
+        self._check_slots(
+            self.coord_slots_prefix, 0, self.prefix_len, SpanKind.PREFIX_MATCHED, "coord_slots_prefix"
+        )
+        self._check_slots(self.coord_slots_fn, self.prefix_len, n, SpanKind.FN, "coord_slots_fn")
+        all_pos = np.concatenate([s.pos for s in slots])
+        if np.unique(all_pos).size != all_pos.size:
+            raise PipelineError("RolloutTarget: a position appears in more than one coord slot")
+        target_of = np.full(n, -1, dtype=np.int64)
+        target_of[all_pos] = np.concatenate([s.target_bin for s in slots])
+        self._check_groups(
+            self.bbox_groups_prefix.pos,
+            self.bbox_groups_prefix.target,
+            0,
+            self.prefix_len,
+            target_of,
+            "bbox_groups_prefix",
+        )
+        self._check_groups(
+            self.bbox_groups_fn.pos,
+            self.bbox_groups_fn.target,
+            self.prefix_len,
+            n,
+            target_of,
+            "bbox_groups_fn",
+        )
+        if len(self.bbox_groups_fn) and np.any(self.bbox_groups_fn.pred_index != -1):
+            raise PipelineError("RolloutTarget: FN bbox groups have no prediction (pred_index must be -1)")
+        for k, group in enumerate(self.poly_groups_prefix):
+            self._check_groups(
+                np.asarray([group.pos]),
+                np.asarray([group.target]),
+                0,
+                self.prefix_len,
+                target_of,
+                f"poly_groups_prefix[{k}]",
+            )
+
+    def _check_slots(self, slots: CoordSlots, low: int, high: int, kind: SpanKind, what: str) -> None:
+        if not len(slots):
+            return
+        if slots.pos.min() < low or slots.pos.max() >= high:
+            raise PipelineError(f"RolloutTarget.{what}: positions must lie in [{low}, {high})")
+        not_coord = self.token_type[slots.pos] != int(TokenType.COORD)
+        if not_coord.any():
+            bad = int(slots.pos[np.argmax(not_coord)])
+            raise PipelineError(f"RolloutTarget.{what}: position {bad} is not a coord token")
+        other_kind = self.span_kind[slots.pos] != int(kind)
+        if other_kind.any():
+            bad = int(slots.pos[np.argmax(other_kind)])
+            raise PipelineError(
+                f"RolloutTarget.{what}: position {bad} has span kind "
+                f"{SpanKind(int(self.span_kind[bad])).name}, expected {kind.name}"
+            )
+
+    @staticmethod
+    def _check_groups(
+        pos: np.ndarray, target: np.ndarray, low: int, high: int, target_of: np.ndarray, what: str
+    ) -> None:
+        """``target_of[p]``: the slot target at position p, −1 where p is no slot."""
+        if not pos.size:
+            return
+        if pos.min() < low or pos.max() >= high:
+            raise PipelineError(f"RolloutTarget.{what}: positions must lie in [{low}, {high})")
+        bad = np.flatnonzero(target_of[pos.reshape(-1)] != target.reshape(-1))
+        if bad.size:
+            p, t = int(pos.reshape(-1)[bad[0]]), int(target.reshape(-1)[bad[0]])
+            raise PipelineError(
+                f"RolloutTarget.{what}: position {p} is not a coord slot with target {t} "
+                f"(slot target {int(target_of[p])}, -1 = no slot)"
+            )
+
+
+__all__ = [
+    "BBoxGroupTable",
+    "CoordSlots",
+    "DecodeInfo",
+    "MatchSummary",
+    "ParseCounts",
+    "PolyGroup",
+    "RolloutFlags",
+    "RolloutTarget",
+]

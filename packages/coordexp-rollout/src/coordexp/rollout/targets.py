@@ -1,0 +1,353 @@
+"""FN append, ``Y_train`` and the per-position labels of a rollout target (spec 03 §3.6–3.7, 02 §2.2).
+
+* ``lead = ", "`` iff the prefix's last non-whitespace character is ``}`` and FN ≠ ∅, else ``""``;
+* ``fragment = lead + ", ".join(canonical(o) for o in FN in GT order) + "]}"``;
+* ``Y_train = prefix_ids + encode(fragment) + [eos_id]`` (the fragment is encoded alone, so no token
+  crosses the prefix/fragment boundary).
+
+Labels come from one byte-based span map of all of ``Y_train`` (D44) and the core's vectorized
+builders: token types (coord > eos > desc > struct, D16) and span kinds from character intervals —
+``prefix_open`` ``[0, open_end)``, each prefix element with its preceding separator as
+``prefix_matched`` or ``prefix_fp``, the FN records with the lead as ``fn``, the final ``]}`` as
+``closure``, the eos as ``eos`` — where a fused token takes the highest of
+``prefix_fp > closure > fn > prefix_matched > prefix_open`` (D26, D27).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+import numpy as np
+
+from coordexp.core.coordjson.aligned import EOS_LITERAL, token_char_spans
+from coordexp.core.coordjson.serialize import (
+    CLOSURE,
+    RECORD_SEPARATOR,
+    CoordObject,
+    FieldOrder,
+    SerializedCoordJSON,
+    serialize_with_spans,
+)
+from coordexp.core.errors import PipelineError
+from coordexp.core.tokens import SpanKind, TokenType, span_kinds_for_tokens, token_types_for_tokens
+from coordexp.rollout.codec import TextCodec, coord_mask_for
+from coordexp.rollout.record import (
+    BBoxGroupTable,
+    CoordSlots,
+    DecodeInfo,
+    MatchSummary,
+    ParseCounts,
+    PolyGroup,
+    RolloutFlags,
+    RolloutTarget,
+)
+from coordexp.rollout.trim import JSON_WHITESPACE, TrimResult, is_append_ready
+
+BBOX_KEY = "bbox_2d"
+POLY_KEY = "poly"
+
+Span = tuple[int, int]
+
+
+@attrs.frozen
+class PrefixElement:
+    """One complete element of the kept prefix and how it is trained.
+
+    ``extent``: its characters in the prefix text, preceding separator included (from the previous
+    element's end, or ``open_end`` for the first). ``desc_span``: the desc characters (None when the
+    element has no readable desc). ``matched``: supervised (else a masked FP span: unmatched,
+    dropped, or excluded). Matched elements also carry ``pred_index``/``gt_index``, ``geom_key``,
+    their coord token positions in the prefix and one target bin per position.
+    """
+
+    extent: Span
+    desc_span: Span | None = None
+    matched: bool = False
+    pred_index: int | None = None
+    gt_index: int | None = None
+    geom_key: str | None = None
+    coord_positions: tuple[int, ...] = ()
+    target: tuple[int, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        if self.extent[0] > self.extent[1]:
+            raise PipelineError(f"PrefixElement: extent {self.extent} has end < start")
+        if self.matched:
+            if self.gt_index is None or self.pred_index is None or self.geom_key not in (BBOX_KEY, POLY_KEY):
+                raise PipelineError(
+                    "PrefixElement: a matched element needs pred_index, gt_index and a geom_key"
+                )
+            if len(self.coord_positions) != len(self.target) or not self.target:
+                raise PipelineError(
+                    f"PrefixElement: {len(self.coord_positions)} coord positions for "
+                    f"{len(self.target)} targets"
+                )
+            if self.geom_key == BBOX_KEY and len(self.target) != 4:
+                raise PipelineError(
+                    f"PrefixElement: a bbox prediction needs 4 targets, got {len(self.target)}"
+                )
+
+
+def fn_lead(prefix_text: str, has_fn: bool) -> str:
+    """``", "`` iff the prefix ends (ignoring whitespace) in ``}`` and there are FN objects, else ``""``.
+
+    A prefix that is not append-ready raises :class:`PipelineError` (impossible after trimming).
+    """
+    if not is_append_ready(prefix_text):
+        raise PipelineError(
+            f"prefix is not append-ready (ends with {prefix_text[-12:]!r}); expected '[' or '}}'"
+        )
+    return RECORD_SEPARATOR if has_fn and prefix_text.rstrip(JSON_WHITESPACE).endswith("}") else ""
+
+
+def fn_fragment(
+    prefix_text: str, fn_objects: Sequence[CoordObject], field_order: FieldOrder
+) -> SerializedCoordJSON:
+    """The FN fragment ``lead + records + "]}"`` with the serializer's spans (fragment-local)."""
+    return serialize_with_spans(
+        fn_objects, field_order, head=fn_lead(prefix_text, bool(fn_objects)), tail=CLOSURE
+    )
+
+
+def _intervals(spans: Sequence[Span]) -> np.ndarray:
+    return np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+
+
+def _fn_coord_positions(
+    bins: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    prefix_len: int,
+    fragment: SerializedCoordJSON,
+    fn_objects: Sequence[CoordObject],
+    offset_chars: int,
+) -> tuple[np.ndarray, list[int]]:
+    """Positions of the FN coord slots (object by object, value order) and the objects' arities.
+
+    ``bins``: coord bin per ``Y_train`` position (−1 elsewhere). A slot is a coord token of the
+    fragment lying inside its object's geometry array; every object must get exactly its values.
+    """
+    arity = [len(o.values) for o in fn_objects]
+    values = [v for o in fn_objects for v in o.values]
+    coord_pos = np.flatnonzero(bins[prefix_len:] >= 0) + prefix_len
+    spans = _intervals(fragment.geom_spans) + offset_chars
+    owner = np.searchsorted(spans[:, 0], starts[coord_pos], side="right") - 1
+    clamped = np.maximum(owner, 0)
+    inside = (owner >= 0) & (ends[coord_pos] <= spans[clamped, 1])
+    pos, owner = coord_pos[inside], owner[inside]
+    if (
+        pos.size != len(values)
+        or np.bincount(owner, minlength=len(arity)).tolist() != arity
+        or (bins[pos].tolist() != values)
+    ):
+        raise PipelineError(
+            f"the encoded FN fragment does not hold its objects' coord tokens inside their geometry arrays "
+            f"(expected bins {values[:8]}…, found {bins[pos].tolist()[:8]}…); the tokenizer must keep every "
+            "<|coord_k|> a single added token"
+        )
+    return pos, arity
+
+
+def build_rollout_target(
+    *,
+    codec: TextCodec,
+    trim: TrimResult,
+    elements: Sequence[PrefixElement],
+    gt_objects: Sequence[CoordObject],
+    fn_indices: Sequence[int],
+    field_order: FieldOrder,
+    prompt_len: int,
+    match: MatchSummary,
+    flags: RolloutFlags,
+    counts: ParseCounts,
+    decode: DecodeInfo,
+    prefix_bytes: Sequence[bytes] | None = None,
+) -> RolloutTarget:
+    """Append the FN fragment to ``trim``'s prefix and label every position (module doc).
+
+    ``elements`` are the prefix's complete elements in order (none for an invalid rollout);
+    ``fn_indices`` the GT indices to append, in GT order. ``prefix_bytes``: the bytes of
+    ``trim.prefix_ids`` when the caller already has them (else looked up). Raises
+    :class:`PipelineError` when the tokenizer does not reproduce the fragment text exactly or the GT
+    holds an eos-type token.
+    """
+    fn_list = [int(i) for i in fn_indices]
+    if fn_list != sorted(set(fn_list)) or (fn_list and not 0 <= fn_list[0] <= fn_list[-1] < len(gt_objects)):
+        raise PipelineError(f"fn_indices must be distinct GT indices in GT order, got {fn_list}")
+    fn_objects = [gt_objects[i] for i in fn_list]
+    fragment = fn_fragment(trim.prefix_text, fn_objects, field_order)
+    fragment_ids = codec.encode(fragment.text)
+    stops = [i for i in fragment_ids if i in codec.stop_ids]
+    if stops:
+        raise PipelineError(
+            f"the FN fragment encodes to eos-type ids {stops}: a GT desc contains an end-of-turn token"
+        )
+    y_train = np.asarray([*trim.prefix_ids, *fragment_ids, codec.eos_id], dtype=np.int64)
+    prefix_len = len(trim.prefix_ids)
+    if prefix_bytes is None or len(prefix_bytes) != prefix_len:
+        prefix_bytes = codec.token_bytes(trim.prefix_ids)
+    spans = token_char_spans([*prefix_bytes, *codec.token_bytes([*fragment_ids, codec.eos_id])])
+    n_prefix_chars = len(trim.prefix_text)
+    expected = trim.prefix_text + fragment.text + EOS_LITERAL
+    if spans.text != expected:
+        at = next(
+            (i for i, (a, b) in enumerate(zip(spans.text, expected, strict=False)) if a != b),
+            min(len(spans.text), len(expected)),
+        )
+        raise PipelineError(
+            f"Y_train decodes to {spans.text[at : at + 24]!r} at char {at}, expected "
+            f"{expected[at : at + 24]!r}: "
+            "the tokenizer does not reproduce the prefix/FN fragment exactly (normalization?)"
+        )
+
+    desc_spans = [e.desc_span for e in elements if e.desc_span is not None]
+    desc_spans += [(s + n_prefix_chars, t + n_prefix_chars) for s, t in fragment.desc_spans]
+    token_type = token_types_for_tokens(
+        y_train,
+        spans.starts,
+        spans.ends,
+        _intervals(desc_spans),
+        coord_mask_for(codec.coord_vocab, _table_size(int(y_train.max()) + 1)),
+        codec.eos_id,
+    )
+    fn_end = n_prefix_chars + fragment.tail_start
+    intervals = {
+        SpanKind.PREFIX_OPEN: _intervals([(0, trim.open_end)]),
+        SpanKind.PREFIX_MATCHED: _intervals([e.extent for e in elements if e.matched]),
+        SpanKind.PREFIX_FP: _intervals([e.extent for e in elements if not e.matched]),
+        SpanKind.FN: _intervals([(n_prefix_chars, fn_end)] if fn_objects else []),
+        SpanKind.CLOSURE: _intervals([(fn_end, n_prefix_chars + len(fragment.text))]),
+    }
+    intervals = {kind: value for kind, value in intervals.items() if value.shape[0]}
+    span_kind = span_kinds_for_tokens(spans.starts, spans.ends, intervals, SpanKind.EOS)
+    # The eos token's span is its literal after the closure; only it may keep the default kind.
+    is_eos = token_type == int(TokenType.EOS)
+    if not np.array_equal(span_kind == int(SpanKind.EOS), is_eos):
+        bad = int(np.flatnonzero((span_kind == int(SpanKind.EOS)) != is_eos)[0])
+        raise PipelineError(f"Y_train position {bad} is not covered by any span (or the eos is misplaced)")
+
+    n_elements = len(elements)
+    slots_prefix, groups_prefix, polys = _prefix_slots(elements)
+    bins = codec.coord_vocab.bins_of_array(y_train)
+    fn_positions, arity = _fn_coord_positions(
+        bins, spans.starts, spans.ends, prefix_len, fragment, fn_objects, n_prefix_chars
+    )
+    slots_fn, groups_fn = _fn_slots(fn_objects, fn_list, fn_positions, arity, n_elements)
+    return RolloutTarget(
+        prompt_len=int(prompt_len),
+        prefix_len=prefix_len,
+        y_train=y_train,
+        token_type=token_type,
+        span_kind=span_kind,
+        prefix_text=trim.prefix_text,
+        fragment_text=fragment.text,
+        n_prefix_objects=n_elements,
+        coord_slots_prefix=slots_prefix,
+        coord_slots_fn=slots_fn,
+        bbox_groups_prefix=groups_prefix,
+        bbox_groups_fn=groups_fn,
+        poly_groups_prefix=polys,
+        match=match,
+        flags=flags,
+        counts=counts,
+        decode=decode,
+    )
+
+
+def _table_size(n: int) -> int:
+    """Round a lookup-table size up to a power of two so that :func:`coord_mask_for` caches a few."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _prefix_slots(
+    elements: Sequence[PrefixElement],
+) -> tuple[CoordSlots, BBoxGroupTable, tuple[PolyGroup, ...]]:
+    pos: list[int] = []
+    target: list[int] = []
+    obj: list[int] = []
+    slot: list[int] = []
+    boxes: list[PrefixElement] = []
+    polys: list[PolyGroup] = []
+    for index, element in enumerate(elements):
+        if not element.matched:
+            continue
+        n = len(element.target)
+        pos += element.coord_positions
+        target += element.target
+        obj += [index] * n
+        slot += range(n)
+        if element.geom_key == BBOX_KEY:
+            boxes.append(element)
+        else:
+            polys.append(
+                PolyGroup(element.coord_positions, element.target, element.gt_index, element.pred_index)
+            )
+    slots = CoordSlots(
+        np.array(pos, np.int64), np.array(target, np.int64), np.array(obj, np.int64), np.array(slot, np.int64)
+    )
+    if not boxes:
+        return slots, BBoxGroupTable.empty(), tuple(polys)
+    groups = BBoxGroupTable(
+        np.array([e.coord_positions for e in boxes], dtype=np.int64),
+        np.array([e.target for e in boxes], dtype=np.int64),
+        np.array([e.gt_index for e in boxes], dtype=np.int64),
+        np.array([e.pred_index for e in boxes], dtype=np.int64),
+        np.ones(len(boxes), dtype=np.float32),
+    )
+    return slots, groups, tuple(polys)
+
+
+def _fn_slots(
+    fn_objects: Sequence[CoordObject],
+    fn_list: Sequence[int],
+    positions: np.ndarray,
+    arity: Sequence[int],
+    first_object: int,
+) -> tuple[CoordSlots, BBoxGroupTable]:
+    if not fn_objects:
+        return CoordSlots.empty(), BBoxGroupTable.empty()
+    values = [v for o in fn_objects for v in o.values]
+    objects = [first_object + k for k, n in enumerate(arity) for _ in range(n)]
+    slot = [j for n in arity for j in range(n)]
+    slots = CoordSlots(
+        positions, np.array(values, np.int64), np.array(objects, np.int64), np.array(slot, np.int64)
+    )
+    offsets = np.cumsum([0, *arity[:-1]]).tolist()
+    boxes = [k for k, o in enumerate(fn_objects) if o.geom_key == BBOX_KEY]
+    if not boxes:
+        return slots, BBoxGroupTable.empty()
+    groups = BBoxGroupTable(
+        np.array([positions[offsets[k] : offsets[k] + 4] for k in boxes], dtype=np.int64),
+        np.array([fn_objects[k].values for k in boxes], dtype=np.int64),
+        np.array([fn_list[k] for k in boxes], dtype=np.int64),
+        np.full(len(boxes), -1, dtype=np.int64),
+        np.ones(len(boxes), dtype=np.float32),
+    )
+    return slots, groups
+
+
+def check_target_ids(target: RolloutTarget, codec: TextCodec) -> None:
+    """Raise :class:`PipelineError` unless every coord slot holds a coord id of ``codec`` and every
+    FN slot's id is the bin it targets (E5, E10)."""
+    vocab = codec.coord_vocab
+    for name, slots in (
+        ("coord_slots_prefix", target.coord_slots_prefix),
+        ("coord_slots_fn", target.coord_slots_fn),
+    ):
+        bins = vocab.bins_of_array(target.y_train[slots.pos])
+        if np.any(bins < 0):
+            raise PipelineError(
+                f"RolloutTarget.{name}: position {int(slots.pos[np.argmin(bins)])} is not a coord id"
+            )
+        if name == "coord_slots_fn" and not np.array_equal(bins, slots.target_bin):
+            raise PipelineError(f"RolloutTarget.{name}: FN coord ids differ from their GT bins")
+
+
+__all__ = [
+    "PrefixElement",
+    "build_rollout_target",
+    "check_target_ids",
+    "fn_fragment",
+    "fn_lead",
+]
