@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "coordexp.train.cli.cmd_plugins",
     "coordexp.train.cli.cmd_data",
     "coordexp.train.cli.cmd_model",
+    "coordexp.train.cli.cmd_infer",
     "coordexp.train.cli.cmd_eval",
     "coordexp.train.cli.cmd_report",
     "coordexp.train.cli.cmd_env",

@@ -1,13 +1,21 @@
-"""Initialization of coord-token embedding rows from the digits of their bin.
+"""Initialization of coord-token embedding rows.
 
-Row ``<|coord_k|>`` := mean of the rows of the tokens of the decimal string ``str(k)`` (e.g. "437"
-→ the tokens of "4", "3", "7" with a Qwen-style tokenizer). Applied to the input embeddings and,
-when the output projection is not tied to them, to the ``lm_head`` rows as well. A new coord token
-then starts where the model already represents its number, instead of at a random point.
+Two rules, applied to the input embeddings and, when the output projection is not tied to them, to
+the ``lm_head`` rows as well:
+
+* ``digits`` (for pretrained checkpoints, :func:`expand_vocab`): row ``<|coord_k|>`` := mean of the
+  rows of the tokens of the decimal string ``str(k)`` (e.g. "437" → "4", "3", "7"). A new coord token
+  starts where the model already represents its number.
+* ``sincos`` (for random-init models, :func:`create_model`): row k := sinusoidal features of the
+  bin value (periods from 2× the bin range down to 8 bins), scaled to the mean norm of the other
+  rows. Neighbouring bins get similar rows, so the coord slice of the output head starts smooth in
+  the bin index and the soft-CE / W1 gradients move whole neighbourhoods of bins together; random
+  digit means have no such structure (439 and 440 share one digit).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,17 +43,39 @@ def digit_mean_rows(weight: torch.Tensor, index: torch.Tensor, valid: torch.Tens
     return (gathered * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
+def sincos_rows(n_bins: int, dim: int) -> torch.Tensor:
+    """``[n_bins, dim]`` unit-RMS sinusoidal features of the bin index (float32)."""
+    n_freq = max(1, dim // 2)
+    periods = torch.logspace(math.log10(2.0 * n_bins), math.log10(8.0), n_freq, dtype=torch.float64)
+    angles = torch.arange(n_bins, dtype=torch.float64)[:, None] * (2.0 * math.pi / periods)[None, :]
+    feats = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)[:, :dim]
+    if feats.shape[1] < dim:
+        feats = torch.cat([feats, torch.zeros(n_bins, dim - feats.shape[1], dtype=torch.float64)], dim=1)
+    return (feats / feats.pow(2).mean(dim=1, keepdim=True).sqrt()).float()
+
+
+COORD_INIT_MODES = ("digits", "sincos")
+
+
 @torch.no_grad()
-def init_coord_rows(model: Any, tokenizer: Any, coord_ids: Sequence[int]) -> None:
-    """Set the embedding (and untied ``lm_head``) rows of ``coord_ids`` (bin order) to digit means."""
+def init_coord_rows(model: Any, tokenizer: Any, coord_ids: Sequence[int], *, mode: str = "digits") -> None:
+    """Set the embedding (and untied ``lm_head``) rows of ``coord_ids`` (bin order) by ``mode``."""
     if len(coord_ids) != NUM_BINS:
         raise ValueError(f"expected {NUM_BINS} coord ids in bin order, got {len(coord_ids)}")
-    index, valid = digit_token_index(tokenizer)
+    if mode not in COORD_INIT_MODES:
+        raise ValueError(f"coord init mode must be one of {COORD_INIT_MODES}, got {mode!r}")
     rows = torch.as_tensor(list(coord_ids), dtype=torch.long)
     matrices = [model.get_input_embeddings().weight]
     output = model.get_output_embeddings()
     if output is not None and output.weight.data_ptr() != matrices[0].data_ptr():
         matrices.append(output.weight)
     for weight in matrices:
-        means = digit_mean_rows(weight, index, valid)
-        weight[rows.to(weight.device)] = means.to(weight.dtype)
+        if mode == "digits":
+            index, valid = digit_token_index(tokenizer)
+            new = digit_mean_rows(weight, index, valid)
+        else:
+            others = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
+            others[rows.to(weight.device)] = False
+            rms = weight.detach().float()[others].pow(2).mean(dim=1).sqrt().mean()
+            new = sincos_rows(NUM_BINS, weight.shape[1]).to(weight.device) * rms
+        weight[rows.to(weight.device)] = new.to(weight.dtype)

@@ -104,7 +104,7 @@ def generation_config_for(tokenizer: Any) -> GenerationConfig:
 def build_model(preset: str | ModelPreset, tokenizer: Any, *, seed: int) -> Qwen3VLForConditionalGeneration:
     """Randomly initialized float32 model for ``preset`` (deterministic in ``seed``; global RNG untouched).
 
-    When the tokenizer holds the coord tokens their rows are digit-mean initialized.
+    When the tokenizer holds the coord tokens their rows get the smooth ``sincos`` init.
     """
     config = build_model_config(preset, tokenizer)
     with torch.random.fork_rng(devices=[]):
@@ -113,7 +113,7 @@ def build_model(preset: str | ModelPreset, tokenizer: Any, *, seed: int) -> Qwen
     model.generation_config = generation_config_for(tokenizer)
     if present_coord_tokens(tokenizer):
         vocab = coord_vocab_for(tokenizer, model.get_input_embeddings().num_embeddings)
-        init_coord_rows(model, tokenizer, vocab.ids)
+        init_coord_rows(model, tokenizer, vocab.ids, mode="sincos")
     return model.eval()
 
 

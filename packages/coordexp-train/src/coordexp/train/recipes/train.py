@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import torch
 
-from coordexp.core.errors import ConfigError
+from coordexp.core.errors import ConfigError, PipelineError
 from coordexp.core.pipeline.runner import PipelineRunner
 from coordexp.core.plugins.manager import get_plugin_manager
 from coordexp.train.config.loader import ResolvedConfig
@@ -39,6 +39,7 @@ from coordexp.train.run.manifest import (
     git_revision,
     read_manifest,
     sha256_file,
+    tokenizer_sha256,
     write_manifest,
 )
 from coordexp.train.run.rng import capture_rng_state, restore_rng_state, seed_everything
@@ -127,6 +128,11 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
         cache_dir=output_dir / "cache",
         device=dist.device,
     )
+    if dist.max_flag(float(dist.broadcast_object(stage.plan_sha256) != stage.plan_sha256)) > 0:
+        raise PipelineError(
+            f"rank {dist.rank}: the packing plan differs between ranks (this rank {stage.plan_sha256[:16]}); "
+            "every rank must read the same data, tokenizer and config"
+        )
     runner = PipelineRunner(resolved.pipeline, world_size=dist.world_size, warn=log.warning)
     max_steps = training.max_steps or max(1, math.floor(training.num_train_epochs * stage.schedule.steps_per_epoch))
 
@@ -145,10 +151,17 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
     start_step = 0
     resume_dir = _resume_dir(training.resume_from, output_dir)
     if resume_dir is not None:
-        check_resume_compatible(read_manifest(output_dir) if (output_dir / "run_manifest.json").is_file() else {}, manifest, force=force_resume)
+        if (output_dir / "run_manifest.json").is_file():
+            check_resume_compatible(read_manifest(output_dir), manifest, force=force_resume)
         model_state, state, meta = ckpt.load_checkpoint(resume_dir)
         check_resume_compatible(meta, manifest, force=force_resume)
-        model.load_state_dict(model_state, strict=False)
+        loaded = model.load_state_dict(model_state, strict=False)
+        aliases = set(model.state_dict()) - set(ckpt.unique_state_dict(model))  # tied weights: saved once
+        if loaded.unexpected_keys or set(loaded.missing_keys) - aliases:
+            raise ckpt.CheckpointError(
+                f"{resume_dir}: weights do not fit the model (missing {sorted(set(loaded.missing_keys) - aliases)[:5]}, "
+                f"unexpected {sorted(loaded.unexpected_keys)[:5]}); resume with the model the run started from"
+            )
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"][dist.rank] if dist.rank < len(state["rng"]) else state["rng"][0])
@@ -272,9 +285,10 @@ def _manifest(resolved, info, prompt, train_set, val_set, stage, dist) -> dict[s
         "strategy": resolved.strategy.payload(),
         "strategy_sha256": resolved.strategy.sha256(),
         "versions": distribution_versions(),
-        "git": git_revision(Path(resolved.source_path).parent),
+        "git": git_revision(Path(__file__).resolve().parent),  # the code that trains
         "world_size": dist.world_size,
         "tokenizer": {
+            "sha256": tokenizer_sha256(info.tokenizer),
             "vocab_size": len(info.tokenizer),
             "coord_id_min": int(coord_ids.min()),
             "coord_id_max": int(coord_ids.max()),
