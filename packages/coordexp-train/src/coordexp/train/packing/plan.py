@@ -20,10 +20,10 @@ import numpy as np
 from coordexp.core.errors import ConfigError, DataContractError
 
 
-def first_fit_decreasing(lengths: Sequence[int], cap: int, *, sample_ids: Sequence[object] | None = None) -> list[list[int]]:
-    """Pack sample indices into bins of capacity `cap` (see the module docstring).
+def check_lengths(lengths: Sequence[int], cap: int, *, sample_ids: Sequence[object] | None = None) -> np.ndarray:
+    """`lengths` as int64 after checking that every sample fits `cap` = `template.max_length`.
 
-    A sample longer than `cap` is the data error `too_long` (never truncated).
+    A longer sample is the data error `too_long` (samples are never truncated), named by its id.
     """
     lens = np.asarray(lengths, dtype=np.int64)
     if cap < 1:
@@ -37,6 +37,15 @@ def first_fit_decreasing(lengths: Sequence[int], cap: int, *, sample_ids: Sequen
             f"sample {who!r} encodes to {int(lens[i])} tokens > template.max_length={cap} "
             f"({too_long.size} samples in all); raise template.max_length or drop them",
         )
+    return lens
+
+
+def first_fit_decreasing(lengths: Sequence[int], cap: int, *, sample_ids: Sequence[object] | None = None) -> list[list[int]]:
+    """Pack sample indices into bins of capacity `cap` (see the module docstring).
+
+    A sample longer than `cap` is the data error `too_long` (never truncated).
+    """
+    lens = check_lengths(lengths, cap, sample_ids=sample_ids)
     order = sorted(range(len(lens)), key=lambda i: (-int(lens[i]), i))
     free: list[int] = []
     members: list[list[int]] = []
@@ -67,8 +76,9 @@ def plan_sha256(packs: Sequence[Sequence[int]]) -> str:
 def fit_to_world(packs: list[list[int]], world_size: int, *, drop_last: bool) -> list[list[int]]:
     """Make the pack count a multiple of `world_size` (spec 06 §6.7).
 
-    `drop_last` keeps `floor(P/W)·W` packs; otherwise the plan is padded with `plan[:(−P) mod W]`.
-    P = 0 is an error.
+    `drop_last` keeps `floor(P/W)·W` packs; otherwise the plan is padded with `plan[:(−P) mod W]`,
+    cycling through the plan when it is shorter than that (P < W − 1), so the result always has
+    `ceil(P/W)·W` packs. P = 0 is an error.
     """
     p = len(packs)
     if p == 0:
@@ -81,7 +91,7 @@ def fit_to_world(packs: list[list[int]], world_size: int, *, drop_last: bool) ->
                 f"{p} packs cannot feed {world_size} ranks with drop_last; disable it or add data",
             )
         return packs[:kept]
-    return packs + packs[: (-p) % world_size]
+    return packs + [packs[i % p] for i in range((-p) % world_size)]
 
 
 def epoch_visit_order(n_packs: int, *, seed: int, epoch: int) -> np.ndarray:

@@ -182,7 +182,7 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
     )
 
     # 7. the loop ---------------------------------------------------------------------------
-    metrics_log = MetricsLog(training.logging_dir, enabled=dist.is_main)
+    metrics_log = MetricsLog(training.logging_dir, enabled=dist.is_main, start_step=start_step)
 
     def save(step: int) -> None:
         rng_states = _gather_rng(dist)

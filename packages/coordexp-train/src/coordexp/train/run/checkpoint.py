@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -91,7 +92,16 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     model_state = load_file(str(path / "model.safetensors"))
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        detail = next((line for line in lines if "global" in line.lower()), lines[0]).strip()
+        detail = detail.split(". Please use", 1)[0]  # torch's hint is to allowlist it: not for us
+        raise CheckpointError(
+            f"{path / 'state.pt'}: refused to load, it holds objects outside the weights-only allowlist "
+            f"(tampered or not written by coordexp): {detail}"
+        ) from exc
     meta = json.loads((path / "meta.json").read_text())
     return model_state, state, meta
 

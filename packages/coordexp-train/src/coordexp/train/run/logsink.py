@@ -16,13 +16,19 @@ from typing import Any
 class MetricsLog:
     """Append-only metrics log for one run."""
 
-    def __init__(self, logging_dir: str | Path, *, enabled: bool = True, tensorboard: bool | None = None) -> None:
+    def __init__(
+        self, logging_dir: str | Path, *, enabled: bool = True, tensorboard: bool | None = None, start_step: int = 0
+    ) -> None:
+        """`start_step` > 0 (a resume) keeps the records up to that step; 0 starts a fresh file, so a
+        log never mixes two runs or repeats the steps a resumed run recomputes."""
         self.enabled = enabled
         self.path = Path(logging_dir) / "metrics.jsonl"
         self._tb = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = [r for r in read_metrics(self.path) if r["step"] <= start_step] if start_step and self.path.is_file() else []
+        self.path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
         if tensorboard is None:
             tensorboard = importlib.util.find_spec("tensorboard") is not None
         if tensorboard:

@@ -27,6 +27,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def tokenizer_sha256(tokenizer: Any) -> str:
+    """sha256 of a tokenizer's full definition: the serialized fast tokenizer (model, merges,
+    normalizer, added tokens) when there is one, else its vocabulary as sorted JSON."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        payload = backend.to_str()
+    else:
+        payload = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
 def git_revision(start: str | os.PathLike = ".") -> dict[str, Any]:
     """`{"sha": str | None, "dirty": bool | None}` of the repository containing `start`."""
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ class GTEncoder:
         lengths = [self.encode(i, 0).length for i in range(len(self.dataset))]
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # every rank writes the same cache
             tmp.write_text(json.dumps(lengths))
             tmp.replace(cache)
         return lengths

@@ -3,7 +3,7 @@
 Data plan (spec 06 §6.7): every training sample's token length is computed once (cached); with
 `training.packing: true` samples are packed first-fit-decreasing up to `template.max_length`, one
 pack per micro-batch; with `packing: false` each micro-batch holds `per_device_train_batch_size`
-consecutive samples (still concatenated padding-free). The plan is identical on every rank; a
+consecutive samples (still concatenated padding-free), each at most `template.max_length` long. The plan is identical on every rank; a
 `StepSchedule` hands each rank E/W micro-batches per optimizer step, so all ranks run the same
 number of forwards, backwards and collectives.
 """
@@ -21,6 +21,7 @@ from coordexp.core.metrics import Metric
 from coordexp.train.encode.vocab import TokenizerInfo
 from coordexp.train.packing.plan import (
     StepSchedule,
+    check_lengths,
     first_fit_decreasing,
     fit_to_world,
     plan_sha256,
@@ -61,10 +62,14 @@ class Stage1:
         self.max_length = max_length
         self.device = device
         lengths = encoder.lengths(cache_dir=cache_dir, max_pixels=max_pixels)
+        sample_ids = [r.id for r in encoder.dataset]
         if packing:
-            packs = first_fit_decreasing(lengths, max_length, sample_ids=[r.id for r in encoder.dataset])
+            packs = first_fit_decreasing(lengths, max_length, sample_ids=sample_ids)
+            self.train_cap = max_length
         else:
+            check_lengths(lengths, max_length, sample_ids=sample_ids)
             packs = sequential_groups(len(lengths), per_device_batch)
+            self.train_cap = max_length * per_device_batch  # d samples of at most max_length each
         self.packs = fit_to_world(packs, world_size, drop_last=drop_last)
         self.plan_sha256 = plan_sha256(self.packs)
         self.lengths = lengths
@@ -82,7 +87,10 @@ class Stage1:
 
     def prepare_step(self, step: int, rank: int) -> StepBatch:
         epoch = self.schedule.epoch_of(step)
-        mbs = tuple(self._micro_batch(self.encoder, self.packs[p], epoch) for p in self.schedule.packs_for(step, rank))
+        mbs = tuple(
+            self._micro_batch(self.encoder, self.packs[p], epoch, cap=self.train_cap)
+            for p in self.schedule.packs_for(step, rank)
+        )
         return StepBatch(CHANNEL, mbs, self._pack_metrics(mbs))
 
     def forward(self, model: torch.nn.Module, micro_batch: MicroBatch) -> ContextSet:
@@ -90,28 +98,50 @@ class Stage1:
 
     # -- evaluation (teacher-forced validation loss) --------------------------------------
     def eval_micro_batches(self, rank: int, world_size: int, max_samples: int | None = None) -> list[MicroBatch]:
-        """This rank's contiguous share of the validation packs (FFD over the val set)."""
+        """This rank's contiguous share of the validation packs (FFD over the val set).
+
+        Every rank gets exactly ceil(P/W) micro-batches, so all ranks run the same forwards and
+        collectives (spec 04 §4.1): a short share is topped up with padding packs, the shortest
+        validation sample with `row_mult = 0`, which add nothing to any numerator, denominator or
+        metric.
+        """
         if self.val_encoder is None:
             return []
         n = len(self.val_encoder.dataset) if max_samples is None else min(max_samples, len(self.val_encoder.dataset))
         lengths = [self.val_encoder.encode(i, 0).length for i in range(n)]
         packs = first_fit_decreasing(lengths, self.max_length)
         share = -(-len(packs) // world_size)
-        mine = packs[rank * share : (rank + 1) * share]
-        return [self._micro_batch(self.val_encoder, pack, 0) for pack in mine]
+        mine = [
+            self._micro_batch(self.val_encoder, pack, 0, cap=self.max_length)
+            for pack in packs[rank * share : (rank + 1) * share]
+        ]
+        if len(mine) < share:
+            shortest = min(range(n), key=lambda i: (lengths[i], i))
+            padding = self._micro_batch(self.val_encoder, [shortest], 0, cap=self.max_length, row_mult=[0.0])
+            mine.extend([padding] * (share - len(mine)))
+        return mine
 
     # -- helpers ----------------------------------------------------------------------------
-    def _micro_batch(self, encoder: GTEncoder, indices: Sequence[int], epoch: int) -> MicroBatch:
+    def _micro_batch(
+        self,
+        encoder: GTEncoder,
+        indices: Sequence[int],
+        epoch: int,
+        *,
+        cap: int,
+        row_mult: Sequence[float] | None = None,
+    ) -> MicroBatch:
         samples = [encoder.encode(i, epoch) for i in indices]
         return build_pack(
             samples,
             rope_model=self.rope_model,
             info=self.info,
-            cap=self.max_length,
+            cap=cap,
             context=CONTEXT,
             channel=CHANNEL,
             trainer_variant=self.variant,
             coord_decode_mode="exp",
+            row_mult=row_mult,
             device=self.device,
         )
 
@@ -119,5 +149,5 @@ class Stage1:
         return (
             Metric.sum("train/segments_total", float(sum(m.n_segments for m in mbs))),
             Metric.sum("train/tokens_total", float(sum(m.n_tokens for m in mbs))),
-            Metric.mean("train/pack_fill_mean", float(sum(m.n_tokens for m in mbs)), float(self.max_length * len(mbs))),
+            Metric.mean("train/pack_fill_mean", float(sum(m.n_tokens for m in mbs)), float(self.train_cap * len(mbs))),
         )
