@@ -48,11 +48,14 @@ def render_table(listing: Sequence[Mapping[str, Any]], out: TextIO) -> None:
         )
         for item in listing
     ]
-    widths = [max(len(header), *(len(row[i]) for row in rows)) for i, header in enumerate(("kind", "name", "distribution", "status"))]
+    widths = [
+        max(len(header), *(len(row[i]) for row in rows))
+        for i, header in enumerate(("kind", "name", "distribution", "status"))
+    ]
     header = ("kind", "name", "distribution", "status")
-    out.write("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip() + "\n")
-    for item, row in zip(listing, rows):
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
+    out.write("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip() + "\n")
+    for item, row in zip(listing, rows, strict=True):
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
         indent = " " * 4
         if item.get("atoms"):
             out.write(f"{indent}atoms: {', '.join(item['atoms'])}\n")

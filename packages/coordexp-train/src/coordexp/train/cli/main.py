@@ -18,6 +18,7 @@ from coordexp.core.errors import CoordexpError
 # Command groups, in the order `coordexp --help` lists them.
 COMMAND_MODULES = (
     "coordexp.train.cli.cmd_train",
+    "coordexp.train.cli.cmd_demo",
     "coordexp.train.cli.cmd_config",
     "coordexp.train.cli.cmd_pipeline",
     "coordexp.train.cli.cmd_plugins",

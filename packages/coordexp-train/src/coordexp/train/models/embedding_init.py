@@ -79,3 +79,35 @@ def init_coord_rows(model: Any, tokenizer: Any, coord_ids: Sequence[int], *, mod
             rms = weight.detach().float()[others].pow(2).mean(dim=1).sqrt().mean()
             new = sincos_rows(NUM_BINS, weight.shape[1]).to(weight.device) * rms
         weight[rows.to(weight.device)] = new.to(weight.dtype)
+
+
+def sincos_grid(side: int, dim: int) -> torch.Tensor:
+    """``[side*side, dim]`` unit-RMS 2-D sinusoidal features (row-major grid): half x, half y."""
+    half = dim // 2
+    x = sincos_rows(side, half) if half else torch.zeros(side, 0)
+    y = sincos_rows(side, dim - half)
+    rows = torch.arange(side).repeat_interleave(side)
+    cols = torch.arange(side).repeat(side)
+    feats = torch.cat([x[cols], y[rows]], dim=1)
+    return feats / feats.pow(2).mean(dim=1, keepdim=True).sqrt()
+
+
+@torch.no_grad()
+def init_vision_positions(model: Any) -> None:
+    """Give a random-init vision tower smooth 2-D position embeddings.
+
+    Qwen3-VL adds ``visual.pos_embed`` (a ``side × side`` grid, bilinearly interpolated to each
+    image's patch grid) to the patch features. Random rows at the default 0.02 scale carry almost no
+    position signal next to patch features ~10× larger, so a random tiny model learns *what* is in
+    an image long before *where*. Sinusoidal rows at the patch features' expected scale make the
+    position of every visual token linearly readable from the start; with the ``sincos`` coord
+    rows, localization starts as a near-linear map. Only for random-init models (``create_model``).
+    """
+    visual = model.model.visual
+    table = visual.pos_embed.weight
+    side = math.isqrt(table.shape[0])
+    conv = visual.patch_embed.proj.weight
+    fan_in = conv[0].numel()
+    # Pixels are normalized to [-1, 1] (RMS ≈ 0.5): the expected RMS of a patch feature.
+    scale = 0.5 * math.sqrt(fan_in) * conv.float().pow(2).mean().sqrt()
+    table.copy_((sincos_grid(side, table.shape[1]) * scale).to(table.dtype))

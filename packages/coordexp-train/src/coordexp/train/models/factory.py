@@ -21,7 +21,7 @@ import torch
 from transformers import AutoConfig, GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from coordexp.core.errors import ConfigError
-from coordexp.train.models.embedding_init import init_coord_rows
+from coordexp.train.models.embedding_init import init_coord_rows, init_vision_positions
 from coordexp.train.models.presets import ModelPreset, get_preset
 from coordexp.train.models.processor import (
     DEFAULT_MAX_PIXELS,
@@ -104,12 +104,14 @@ def generation_config_for(tokenizer: Any) -> GenerationConfig:
 def build_model(preset: str | ModelPreset, tokenizer: Any, *, seed: int) -> Qwen3VLForConditionalGeneration:
     """Randomly initialized float32 model for ``preset`` (deterministic in ``seed``; global RNG untouched).
 
-    When the tokenizer holds the coord tokens their rows get the smooth ``sincos`` init.
+    The vision position table and (when the tokenizer holds them) the coord-token rows get smooth
+    sinusoidal inits (``embedding_init``), so a random model can learn localization quickly.
     """
     config = build_model_config(preset, tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3VLForConditionalGeneration(config)
+    init_vision_positions(model)
     model.generation_config = generation_config_for(tokenizer)
     if present_coord_tokens(tokenizer):
         vocab = coord_vocab_for(tokenizer, model.get_input_embeddings().num_embeddings)

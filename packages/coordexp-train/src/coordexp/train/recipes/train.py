@@ -14,6 +14,7 @@ import datetime
 import logging
 import math
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -128,10 +129,11 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
         cache_dir=output_dir / "cache",
         device=dist.device,
     )
-    if dist.max_flag(float(dist.broadcast_object(stage.plan_sha256) != stage.plan_sha256)) > 0:
+    plan_differs = dist.broadcast_object(stage.plan_sha256) != stage.plan_sha256  # spec 06 §6.7 cross-check
+    if dist.max_flag(float(plan_differs)) > 0:
         raise PipelineError(
-            f"rank {dist.rank}: the packing plan differs between ranks (this rank {stage.plan_sha256[:16]}); "
-            "every rank must read the same data, tokenizer and config"
+            f"rank {dist.rank}: the packing plan differs between ranks (this rank "
+            f"{stage.plan_sha256[:16]}); every rank must read the same data, tokenizer and config"
         )
     runner = PipelineRunner(resolved.pipeline, world_size=dist.world_size, warn=log.warning)
     max_steps = training.max_steps or max(1, math.floor(training.num_train_epochs * stage.schedule.steps_per_epoch))
@@ -157,15 +159,23 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
         check_resume_compatible(meta, manifest, force=force_resume)
         loaded = model.load_state_dict(model_state, strict=False)
         aliases = set(model.state_dict()) - set(ckpt.unique_state_dict(model))  # tied weights: saved once
-        if loaded.unexpected_keys or set(loaded.missing_keys) - aliases:
+        missing = sorted(set(loaded.missing_keys) - aliases)
+        if loaded.unexpected_keys or missing:
             raise ckpt.CheckpointError(
-                f"{resume_dir}: weights do not fit the model (missing {sorted(set(loaded.missing_keys) - aliases)[:5]}, "
-                f"unexpected {sorted(loaded.unexpected_keys)[:5]}); resume with the model the run started from"
+                f"{resume_dir}: weights do not fit the model (missing {missing[:5]}, unexpected "
+                f"{sorted(loaded.unexpected_keys)[:5]}); resume with the model the run started from"
             )
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"][dist.rank] if dist.rank < len(state["rng"]) else state["rng"][0])
         start_step = int(meta["step"])
+        saved_plan = meta.get("data_position", {}).get("plan_sha256")
+        if saved_plan != stage.plan_sha256:
+            log.warning(
+                "resuming at step %d with another packing plan (checkpoint %s, now %s): the data, lengths, "
+                "max_length or world size changed, so the rest of the epoch does not continue the old order",
+                start_step, str(saved_plan)[:16], stage.plan_sha256[:16],
+            )
     wrapped = SelectiveLogitsLM(model)
     wrapped, optimizer = accelerator.prepare(wrapped, optimizer)
 
@@ -174,7 +184,8 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
     if dist.is_main:
         manifest.update(hooks.run_manifest_fields(manifest))
         write_manifest(output_dir, manifest)
-        hooks.call_each("coordexp_pipeline_built", manifest=manifest["pipeline"])
+        built = MappingProxyType({**resolved.pipeline.payload(), "checksum": resolved.pipeline.checksum})
+        hooks.call_each("coordexp_pipeline_built", manifest=built)  # the hookspec's payload + checksum
     log.info(
         "pipeline checksum=%s variant=%s modules=%s config=%s run_name=%s seed=%s",
         resolved.pipeline.checksum, cfg.variant, resolved.pipeline.describe(), resolved.source_path,
