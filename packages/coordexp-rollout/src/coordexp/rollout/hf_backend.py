@@ -136,6 +136,8 @@ class HFBackend:
     """
 
     name = "hf"
+    kind = "rollout_backend"
+    api_version = 1
 
     def __init__(
         self,

@@ -20,7 +20,9 @@ import numpy as np
 from coordexp.core.errors import ConfigError, DataContractError
 
 
-def check_lengths(lengths: Sequence[int], cap: int, *, sample_ids: Sequence[object] | None = None) -> np.ndarray:
+def check_lengths(
+    lengths: Sequence[int], cap: int, *, sample_ids: Sequence[object] | None = None
+) -> np.ndarray:
     """`lengths` as int64 after checking that every sample fits `cap` = `template.max_length`.
 
     A longer sample is the data error `too_long` (samples are never truncated), named by its id.

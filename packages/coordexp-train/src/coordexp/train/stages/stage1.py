@@ -3,9 +3,9 @@
 Data plan (spec 06 §6.7): every training sample's token length is computed once (cached); with
 `training.packing: true` samples are packed first-fit-decreasing up to `template.max_length`, one
 pack per micro-batch; with `packing: false` each micro-batch holds `per_device_train_batch_size`
-consecutive samples (still concatenated padding-free), each at most `template.max_length` long. The plan is identical on every rank; a
-`StepSchedule` hands each rank E/W micro-batches per optimizer step, so all ranks run the same
-number of forwards, backwards and collectives.
+consecutive samples (still concatenated padding-free), each at most `template.max_length` long.
+The plan is identical on every rank; a `StepSchedule` hands each rank E/W micro-batches per
+optimizer step, so all ranks run the same number of forwards, backwards and collectives.
 """
 
 from __future__ import annotations
@@ -149,5 +149,7 @@ class Stage1:
         return (
             Metric.sum("train/segments_total", float(sum(m.n_segments for m in mbs))),
             Metric.sum("train/tokens_total", float(sum(m.n_tokens for m in mbs))),
-            Metric.mean("train/pack_fill_mean", float(sum(m.n_tokens for m in mbs)), float(self.train_cap * len(mbs))),
+            Metric.mean(
+                "train/pack_fill_mean", float(sum(m.n_tokens for m in mbs)), float(self.train_cap * len(mbs))
+            ),
         )
