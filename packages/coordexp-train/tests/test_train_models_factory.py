@@ -23,7 +23,13 @@ from coordexp.train.models import (
     load_model_and_processor,
     save_checkpoint,
 )
-from coordexp.train.models.embedding_init import digit_mean_rows, digit_token_index
+from coordexp.train.models.embedding_init import (
+    digit_mean_rows,
+    digit_token_index,
+    init_coord_rows,
+    sincos_grid,
+    sincos_rows,
+)
 
 torch.set_num_threads(2)
 
@@ -90,13 +96,46 @@ def test_build_is_deterministic_in_the_seed():
     assert not torch.equal(state_a["lm_head.weight"], state_c["lm_head.weight"])
 
 
-def test_coord_rows_start_at_digit_means(loaded):
+def test_random_model_coord_rows_are_smooth_sincos(loaded):
     model, processor = loaded
-    weight = model.get_input_embeddings().weight
+    weight = model.get_input_embeddings().weight.detach()
+    ids = torch.tensor(coord_vocab_for(processor.tokenizer).ids)
+    rows = weight[ids]
+    others = torch.ones(weight.shape[0], dtype=torch.bool)
+    others[ids] = False
+    rms = weight[others].pow(2).mean(dim=1).sqrt().mean()
+    torch.testing.assert_close(rows, sincos_rows(1000, weight.shape[1]) * rms, rtol=1e-5, atol=1e-6)
+    # Smooth in the bin index: neighbours are far more similar than distant bins.
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(rows[500], rows[501], dim=0) > 0.95 > cos(rows[500], rows[900], dim=0)
+
+
+def test_random_model_vision_positions_are_sincos(loaded):
+    model, _ = loaded
+    table = model.model.visual.pos_embed.weight.detach()
+    side = int(table.shape[0] ** 0.5)
+    expected = sincos_grid(side, table.shape[1])
+    scale = table.pow(2).mean().sqrt()
+    torch.testing.assert_close(table / scale, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_digit_mean_rule_is_what_expand_vocab_uses(loaded):
+    model, processor = loaded
+    weight = model.get_input_embeddings().weight.detach().clone()
     index, valid = digit_token_index(processor.tokenizer)
     expected = digit_mean_rows(weight, index, valid)
-    ids = torch.tensor(coord_vocab_for(processor.tokenizer).ids)
-    torch.testing.assert_close(weight[ids].detach(), expected, rtol=0, atol=1e-7)
+    ids = coord_vocab_for(processor.tokenizer).ids
+    probe = torch.nn.Embedding.from_pretrained(weight.clone(), freeze=False)
+
+    class _Holder:
+        def get_input_embeddings(self):
+            return probe
+
+        def get_output_embeddings(self):
+            return None
+
+    init_coord_rows(_Holder(), processor.tokenizer, ids, mode="digits")
+    torch.testing.assert_close(probe.weight[torch.tensor(ids)].detach(), expected, rtol=0, atol=1e-7)
 
 
 def test_forward_backward_with_images(checkpoint):
