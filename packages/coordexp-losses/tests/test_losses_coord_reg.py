@@ -243,7 +243,9 @@ def single_row(coord_mass_logit: float, seed: int, text_row: bool = False) -> Co
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 1000), shift=st.floats(-30.0, 30.0))
+# Shifts stop at +8: beyond it 1 − p_coord falls below float32 resolution of the two logsumexps
+# (~1e-6 at |LSE| ≈ 30), where text_gate sits on its clamp floor and only rounding noise varies.
+@given(seed=st.integers(0, 1000), shift=st.floats(-30.0, 8.0))
 def test_gates_are_non_negative_and_follow_the_coord_mass(seed, shift):
     cfg = attrs.evolve(ALL_ON, text_gate_weight=1.0)
     low_out = MODULE.compute(single_row(shift, seed), cfg).atoms

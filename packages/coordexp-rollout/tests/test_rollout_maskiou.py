@@ -40,6 +40,11 @@ geometries = st.one_of(boxes(), polys)
 resolutions = st.sampled_from([16, 64, 256, 300])
 
 
+def quad(x1: int, y1: int, x2: int, y2: int) -> Geometry:
+    """A box as a polygon: same mask, but rasterized by pycocotools (whole-bin boxes never are)."""
+    return Geometry("poly", (x1, y1, x2, y1, x2, y2, x1, y2))
+
+
 def raster_area(geometry: Geometry, resolution: int) -> int:
     return int(coco_mask.area(rasterize([geometry], resolution).rles[0]))
 
@@ -149,8 +154,8 @@ class _FailingCoco:
 
 def test_raster_error_gives_zero_and_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(maskiou_mod, "coco_mask", _FailingCoco(threshold=200.0))
-    good = Geometry("bbox_2d", (0, 0, 300, 300))
-    bad = Geometry("bbox_2d", (900, 900, 999, 999))  # x1 projects to ~229.7 px at R = 256
+    good = quad(0, 0, 300, 300)
+    bad = quad(900, 900, 999, 999)  # x1 projects to ~229.7 px at R = 256
     result = maskiou_matrix([good, bad], [good, bad])
     assert result.values[0, 0] == 1.0
     assert result.values[0, 1] == 0.0 and result.values[1, 0] == 0.0 and result.values[1, 1] == 0.0
@@ -165,14 +170,14 @@ def test_iou_error_gives_zero_and_is_counted(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(
         maskiou_mod, "coco_mask", SimpleNamespace(frPyObjects=coco_mask.frPyObjects, iou=broken_iou)
     )
-    g = Geometry("bbox_2d", (0, 0, 300, 300))
+    g = quad(0, 0, 300, 300)
     result = maskiou_matrix([g], [g, g])
     np.testing.assert_array_equal(result.values, [[0.0, 0.0]])
     assert result.raster_errors == 2
 
 
 def test_iou_error_is_isolated_to_its_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    bad = Geometry("bbox_2d", (500, 500, 900, 900))
+    bad = quad(500, 500, 900, 900)
     bad_counts = rasterize([bad], 256).rles[0]["counts"]
 
     def picky_iou(dt, gt, crowd):
@@ -183,7 +188,7 @@ def test_iou_error_is_isolated_to_its_row(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(
         maskiou_mod, "coco_mask", SimpleNamespace(frPyObjects=coco_mask.frPyObjects, iou=picky_iou)
     )
-    good = Geometry("bbox_2d", (0, 0, 300, 300))
+    good = quad(0, 0, 300, 300)
     result = maskiou_matrix([good, bad, good], [good, bad])
     np.testing.assert_array_equal(result.values[[0, 2]], [[1.0, 0.0], [1.0, 0.0]])
     np.testing.assert_array_equal(result.values[1], [0.0, 0.0])

@@ -337,7 +337,10 @@ def test_two_channel_drops_predicted_polys_and_rejects_gt_polys() -> None:
 def test_ot_failure_excludes_the_pair() -> None:
     pred_poly = CoordObject("dog", "poly", (505, 498, 702, 522, 598, 690))
     text = serialize([CAT, pred_poly], "desc_first")
-    with mock.patch("coordexp.rollout.prepare.ot_targets", side_effect=OTFailure("forced")):
+    def fail_all(pred, gt, pairs, cfg):
+        return [OTFailure("forced") for _ in pairs]
+
+    with mock.patch("coordexp.rollout.prepare.ot_targets_many", side_effect=fail_all):
         prepared = prepare(text, [CAT, DOG])
     t = prepared.target
     assert [(p, g) for p, g, _ in t.match.pairs] == [(0, 0)]

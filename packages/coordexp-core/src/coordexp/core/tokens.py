@@ -160,20 +160,30 @@ def _validated_intervals(intervals: np.ndarray, what: str) -> np.ndarray:
     return array
 
 
-def _touches(starts: np.ndarray, ends: np.ndarray, intervals: np.ndarray, n_chars: int) -> np.ndarray:
-    """Bool [T]: token ``[starts, ends)`` shares a character with the union of ``intervals``.
+def _covered_before(intervals: np.ndarray, n_chars: int, groups: np.ndarray | None = None, n_groups: int = 1) -> np.ndarray:
+    """``[n_groups, n_chars + 1]``: entry ``[g, c]`` counts the characters before ``c`` covered by the
+    intervals of group ``g`` (``groups[k]`` is interval k's group; all in group 0 when None).
 
-    Coverage counting: a difference array marks each interval, its cumulative sum says which
-    characters are covered, and a prefix count of covered characters answers every token in O(1).
+    Coverage counting: a difference array (two ``bincount``s) marks each interval, its cumulative
+    sum says which characters are covered, and a second cumulative sum counts them.
     """
+    width = n_chars + 1
+    base = 0 if groups is None else groups * width
+    size = n_groups * width
+    delta = np.bincount(base + intervals[:, 0], minlength=size) - np.bincount(base + intervals[:, 1], minlength=size)
+    covered = np.cumsum(delta.reshape(n_groups, width)[:, :-1], axis=1) > 0
+    before = np.zeros((n_groups, width), dtype=np.int64)
+    np.cumsum(covered, axis=1, out=before[:, 1:])
+    return before
+
+
+def _touches(starts: np.ndarray, ends: np.ndarray, intervals: np.ndarray, n_chars: int) -> np.ndarray:
+    """Bool [T]: token ``[starts, ends)`` shares a character with the union of ``intervals``
+    (a prefix count of covered characters answers every token in O(1))."""
     if intervals.shape[0] == 0 or starts.size == 0:
         return np.zeros(starts.shape, dtype=bool)
-    delta = np.zeros(n_chars + 1, dtype=np.int64)
-    np.add.at(delta, intervals[:, 0], 1)
-    np.add.at(delta, intervals[:, 1], -1)
-    covered = np.cumsum(delta[:-1]) > 0
-    covered_before = np.concatenate(([0], np.cumsum(covered, dtype=np.int64)))
-    return covered_before[ends] > covered_before[starts]
+    before = _covered_before(intervals, n_chars)[0]
+    return before[ends] > before[starts]
 
 
 def _span_kind(value: object, what: str) -> SpanKind:
@@ -206,17 +216,24 @@ def span_kinds_for_tokens(
     starts, ends = _validated_char_spans(char_starts, char_ends)
     default_kind = _span_kind(default, "default")
     checked: list[tuple[SpanKind, np.ndarray]] = []
-    n_chars = int(ends.max()) if ends.size else 0
     for key, value in intervals.items():
         kind = _span_kind(key, "intervals key")
         array = _validated_intervals(value, f"intervals[{kind.name}]")
         if array.shape[0]:
-            n_chars = max(n_chars, int(array.max()))
-        checked.append((kind, array))
+            checked.append((kind, array))
     result = np.full(starts.shape, int(default_kind), dtype=np.int64)
-    for kind, array in sorted(checked, key=lambda item: SPAN_KIND_RANK[item[0]]):
-        result[_touches(starts, ends, array, n_chars)] = int(kind)
-    return result
+    if not checked or not starts.size:
+        return result
+    # All kinds at once, lowest rank first: a token takes the last (highest-ranked) kind it touches.
+    checked.sort(key=lambda item: SPAN_KIND_RANK[item[0]])
+    stacked = np.concatenate([array for _, array in checked])
+    groups = np.repeat(np.arange(len(checked)), [array.shape[0] for _, array in checked])
+    n_chars = max(int(ends.max()), int(stacked.max()))
+    before = _covered_before(stacked, n_chars, groups, len(checked))
+    touched = before[:, ends] > before[:, starts]
+    highest = len(checked) - 1 - np.argmax(touched[::-1], axis=0)
+    kind_values = np.array([int(kind) for kind, _ in checked], dtype=np.int64)
+    return np.where(touched.any(axis=0), kind_values[highest], result)
 
 
 def token_types_for_tokens(

@@ -15,9 +15,14 @@ A rasterization or IoU error yields IoU 0 and is counted. A shape whose raster i
 example one smaller than about a pixel: at R = 256 a pixel is 999/255 ≈ 3.9 bins) has IoU 0 with
 everything, itself included, because pycocotools defines the IoU of two empty masks as 0.
 
-Box pairs are rasterized too. Exact continuous box IoU is *not* equivalent to the rasterized
-value (the raster snaps edges to the pixel grid), so the "exact box IoU where equivalent"
-shortcut of the spec never applies; ``test_rollout_maskiou.py`` pins a counterexample.
+Box pairs use the *rasterized* IoU too. Exact continuous box IoU is *not* equivalent to it (the
+raster snaps edges to the pixel grid), so the "exact box IoU where equivalent" shortcut of the
+spec never applies; ``test_rollout_maskiou.py`` pins a counterexample. What is exact is the raster
+itself: a whole-bin box rasterizes to a pixel rectangle that :mod:`coordexp.rollout.boxraster`
+writes down in closed form, so box–box pairs skip pycocotools (which costs ~5 µs per ring) with
+bit-identical IoUs; pairs involving a polygon go through pycocotools.
+
+:class:`GeometryBatch` stacks a sample's geometries once; matching and OT work on it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from coordexp.core.errors import CoordexpError
+from coordexp.rollout.boxraster import box_pixel_rects, rect_iou_matrix
 
 BBOX_KEY = "bbox_2d"
 POLY_KEY = "poly"
@@ -131,14 +137,19 @@ def check_resolution(resolution: int) -> int:
     return int(resolution)
 
 
-def _ring_values(geometry: Geometry) -> tuple[float, ...]:
-    """Flat ring ``[x, y, ...]`` in bins (same point order as :meth:`Geometry.points`)."""
-    if geometry.geom_key == POLY_KEY:
-        return geometry.values
-    x1, y1, x2, y2 = geometry.values
+def _box_ring(values: Sequence[float]) -> tuple[float, ...]:
+    """The quad ``(x1,y1),(x2,y1),(x2,y2),(x1,y2)`` of a bbox after min/max, flat."""
+    x1, y1, x2, y2 = values
     lo_x, hi_x = (x1, x2) if x1 <= x2 else (x2, x1)
     lo_y, hi_y = (y1, y2) if y1 <= y2 else (y2, y1)
     return (lo_x, lo_y, hi_x, lo_y, hi_x, hi_y, lo_x, hi_y)
+
+
+def _ring_values(geometry: Geometry) -> Sequence[float]:
+    """Flat ring ``[x, y, ...]`` in bins (same point order as :meth:`Geometry.points`)."""
+    if geometry.geom_key == POLY_KEY:
+        return geometry.values
+    return _box_ring(geometry.values)
 
 
 @attrs.frozen
@@ -153,21 +164,100 @@ class PointStack:
     offsets: np.ndarray
 
 
+def _stack_rings(rings: Sequence[Sequence[float]]) -> PointStack:
+    offsets = np.zeros(len(rings) + 1, dtype=np.int64)
+    np.cumsum([len(r) >> 1 for r in rings], out=offsets[1:])
+    flat = np.fromiter(itertools.chain.from_iterable(rings), dtype=np.float64, count=2 * int(offsets[-1]))
+    points = flat.reshape(-1, 2)
+    np.clip(points, 0.0, float(MAX_BIN), out=points)
+    return PointStack(points, offsets)
+
+
 def stack_points(geometries: Sequence[Geometry]) -> PointStack:
     """Stack the clamped points of ``geometries`` (bbox: its 4 corners; poly: its vertices)."""
-    rings = [_ring_values(g) for g in geometries]
-    offsets = np.zeros(len(rings) + 1, dtype=np.int64)
-    np.cumsum([len(r) // 2 for r in rings], out=offsets[1:])
-    flat = np.fromiter(itertools.chain.from_iterable(rings), dtype=np.float64, count=2 * int(offsets[-1]))
-    return PointStack(np.clip(flat.reshape(-1, 2), 0.0, float(MAX_BIN)), offsets)
+    return _stack_rings([_ring_values(g) for g in geometries])
+
+
+def _canvas_rings_of(stack: PointStack, resolution: int, rows: np.ndarray | None = None) -> list[list[float]]:
+    flat = (stack.points * ((resolution - 1) / MAX_BIN)).reshape(-1).tolist()
+    bounds = (2 * stack.offsets).tolist()
+    picked = range(len(bounds) - 1) if rows is None else rows.tolist()
+    return [flat[bounds[i] : bounds[i + 1]] for i in picked]
 
 
 def canvas_rings(geometries: Sequence[Geometry], resolution: int) -> list[list[float]]:
     """Each geometry's ring on the R×R canvas: flat ``[x, y, ...]`` after clamp and projection."""
-    stack = stack_points(geometries)
-    flat = (stack.points * ((resolution - 1) / MAX_BIN)).reshape(-1).tolist()
-    bounds = (2 * stack.offsets).tolist()
-    return [flat[start:end] for start, end in itertools.pairwise(bounds)]
+    return _canvas_rings_of(stack_points(geometries), resolution)
+
+
+@attrs.frozen(eq=False)
+class GeometryBatch:
+    """Several geometries in bins, stacked once for every vectorized step of matching and OT.
+
+    ``keys``/``values``: each geometry's ``geom_key`` and flat values, as given. ``is_box``: bool
+    ``[n]``. ``stack``: the clamped points (:func:`stack_points`; a bbox's 4 corners in the order
+    (x1,y1),(x2,y1),(x2,y2),(x1,y2) after min/max). ``exact_box``: bool ``[n]``, boxes whose clamped
+    values are whole bins (their raster is computed exactly without pycocotools, see
+    :mod:`coordexp.rollout.boxraster`).
+
+    Build it with :meth:`of` from untrusted input (validated like :func:`as_geometries`), or with
+    :meth:`from_values` from values that are already validated CoordJSON geometries.
+    """
+
+    keys: tuple[str, ...]
+    values: tuple[Sequence[float], ...]
+    is_box: np.ndarray
+    stack: PointStack
+    exact_box: np.ndarray
+
+    @classmethod
+    def of(cls, geometries: Sequence[Any], side: str = "geometries") -> GeometryBatch:
+        """Validate ``geometries`` (:func:`as_geometries`; errors name ``side``) and stack them."""
+        checked = as_geometries(geometries, side)
+        return cls.from_values([g.geom_key for g in checked], [g.values for g in checked])
+
+    @classmethod
+    def from_values(cls, keys: Sequence[str], values: Sequence[Sequence[float]]) -> GeometryBatch:
+        """Stack already-validated geometries (no per-value checks).
+
+        The caller guarantees the CoordJSON contract: ``keys[i]`` is ``"bbox_2d"`` (4 values) or
+        ``"poly"`` (an even number >= 6 of values), values are finite real numbers — e.g. the
+        values of :class:`~coordexp.core.coordjson.serialize.CoordObject` or of valid parsed
+        records. Only the lengths agreeing is checked.
+        """
+        keys, values = tuple(keys), tuple(values)
+        if len(keys) != len(values):
+            raise CoordexpError(f"GeometryBatch: {len(keys)} keys for {len(values)} value tuples")
+        rings = [v if k == POLY_KEY else _box_ring(v) for k, v in zip(keys, values)]
+        stack = _stack_rings(rings)
+        is_box = np.fromiter((k == BBOX_KEY for k in keys), dtype=bool, count=len(keys))
+        exact_box = is_box.copy()
+        if is_box.any():
+            corners = stack.points[stack.offsets[:-1][is_box]]
+            far = stack.points[stack.offsets[:-1][is_box] + 2]
+            whole = (corners == np.floor(corners)).all(axis=1) & (far == np.floor(far)).all(axis=1)
+            exact_box[is_box] = whole
+        return cls(keys, values, is_box, stack, exact_box)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def geometry(self, index: int) -> Geometry:
+        """Geometry ``index`` as a :class:`Geometry` (unclamped, as given)."""
+        return Geometry(self.keys[index], self.values[index])
+
+    def aabbs(self) -> np.ndarray:
+        """Axis-aligned boxes ``[n, 4]`` float64 ``(x1, y1, x2, y2)`` of the clamped points."""
+        if not self.keys:
+            return np.zeros((0, 4), dtype=np.float64)
+        starts = self.stack.offsets[:-1]
+        lo = np.minimum.reduceat(self.stack.points, starts, axis=0)
+        hi = np.maximum.reduceat(self.stack.points, starts, axis=0)
+        return np.concatenate([lo, hi], axis=1)
+
+    def canvas_rings(self, resolution: int, rows: np.ndarray | None = None) -> list[list[float]]:
+        """The rings of ``rows`` (default: all) on the R×R canvas, as :func:`canvas_rings`."""
+        return _canvas_rings_of(self.stack, resolution, rows)
 
 
 @attrs.frozen
@@ -184,19 +274,7 @@ def rasterize(geometries: Sequence[Geometry], resolution: int) -> RasterBatch:
     the failing ones are marked (``None``).
     """
     resolution = check_resolution(resolution)
-    rings = canvas_rings(geometries, resolution)
-    if not rings:
-        return RasterBatch(())
-    try:
-        return RasterBatch(tuple(coco_mask.frPyObjects(rings, resolution, resolution)))
-    except Exception:  # noqa: BLE001 - pycocotools raises bare Exception; failures are isolated below
-        rles: list[dict | None] = []
-        for ring in rings:
-            try:
-                rles.append(coco_mask.frPyObjects([ring], resolution, resolution)[0])
-            except Exception:  # noqa: BLE001 - a raster error gives IoU 0 (spec 03 §3.4)
-                rles.append(None)
-        return RasterBatch(tuple(rles))
+    return RasterBatch(tuple(_rasterize_rings(canvas_rings(geometries, resolution), resolution)))
 
 
 @attrs.frozen
@@ -255,6 +333,72 @@ def _iou_block(pred_rles: list[dict], gt_rles: list[dict]) -> np.ndarray:
         return np.stack(rows)
 
 
+def _rasterize_rings(rings: list[list[float]], resolution: int) -> list[dict | None]:
+    if not rings:
+        return []
+    try:
+        return list(coco_mask.frPyObjects(rings, resolution, resolution))
+    except Exception:  # noqa: BLE001 - pycocotools raises bare Exception; failures are isolated below
+        rles: list[dict | None] = []
+        for ring in rings:
+            try:
+                rles.append(coco_mask.frPyObjects([ring], resolution, resolution)[0])
+            except Exception:  # noqa: BLE001 - a raster error gives IoU 0 (spec 03 §3.4)
+                rles.append(None)
+        return rles
+
+
+def _box_rects(batch: GeometryBatch, rows: np.ndarray, resolution: int) -> np.ndarray:
+    first = batch.stack.offsets[:-1][rows]
+    return box_pixel_rects(batch.stack.points[first], batch.stack.points[first + 2], resolution)
+
+
+def maskiou_between(
+    pred: GeometryBatch, gt: GeometryBatch, mask: np.ndarray, resolution: int
+) -> MaskIoUMatrix:
+    """:func:`maskiou_matrix` on stacked geometries and a bool ``[P, G]`` request mask.
+
+    Requested pairs of two whole-bin boxes get the closed-form raster IoU of
+    :mod:`coordexp.rollout.boxraster` (identical to pycocotools'); every other requested pair goes
+    through pycocotools, each geometry involved rasterized once and the rectangle "rows with such a
+    request × columns with such a request" evaluated in one ``iou`` call (decoding the RLE strings
+    dominates its cost and happens once per call). ``resolution`` must already be checked.
+    """
+    n_pred, n_gt = len(pred), len(gt)
+    values = np.full((n_pred, n_gt), np.nan, dtype=np.float64)
+    if not mask.any():
+        return MaskIoUMatrix(values, 0)
+    analytic = mask & pred.exact_box[:, None] & gt.exact_box[None, :]
+    if analytic.any():
+        box_rows = np.flatnonzero(analytic.any(axis=1))
+        box_cols = np.flatnonzero(analytic.any(axis=0))
+        ious = rect_iou_matrix(_box_rects(pred, box_rows, resolution), _box_rects(gt, box_cols, resolution))
+        block = np.ix_(box_rows, box_cols)
+        values[block] = np.where(analytic[block], ious, np.nan)
+    rest = mask & ~analytic
+    if not rest.any():
+        return MaskIoUMatrix(values, 0)
+
+    pred_rows = np.flatnonzero(rest.any(axis=1))
+    gt_cols = np.flatnonzero(rest.any(axis=0))
+    pred_rles = _rasterize_rings(pred.canvas_rings(resolution, pred_rows), resolution)
+    gt_rles = _rasterize_rings(gt.canvas_rings(resolution, gt_cols), resolution)
+    pred_ok = np.array([rle is not None for rle in pred_rles], dtype=bool)
+    gt_ok = np.array([rle is not None for rle in gt_rles], dtype=bool)
+
+    block = np.full((pred_rows.size, gt_cols.size), np.nan)
+    if pred_ok.any() and gt_ok.any():
+        block[np.ix_(pred_ok, gt_ok)] = _iou_block(
+            [rle for rle in pred_rles if rle is not None], [rle for rle in gt_rles if rle is not None]
+        )
+    requested = rest[np.ix_(pred_rows, gt_cols)]
+    failed = requested & ~np.isfinite(block)
+    block = np.where(failed, 0.0, np.clip(block, 0.0, 1.0))
+    where = np.ix_(pred_rows, gt_cols)
+    values[where] = np.where(requested, block, values[where])
+    return MaskIoUMatrix(values, int(failed.sum()))
+
+
 def maskiou_matrix(
     preds: Sequence[Any],
     gts: Sequence[Any],
@@ -264,38 +408,14 @@ def maskiou_matrix(
     """Mask IoU between predictions and GT objects, on requested pairs only.
 
     ``candidates`` is None (all pairs), a bool ``[P, G]`` mask, or integer ``(pred_idx, gt_idx)``
-    pairs. Only geometries that occur in a requested pair are rasterized. pycocotools evaluates
-    the rectangle "rows with a request × columns with a request" in one call: decoding the RLE
-    strings dominates its cost and happens once per call, so this is about twice as fast as one
-    call per row. Entries of that rectangle that were not requested are discarded (NaN). A raster
-    or IoU error gives 0 and is counted in ``raster_errors``.
+    pairs. Only geometries that occur in a requested pair are rasterized, each once
+    (:func:`maskiou_between`). Entries that were not requested are NaN. A raster or IoU error
+    gives 0 and is counted in ``raster_errors``.
     """
-    pred_geoms = as_geometries(preds, "preds")
-    gt_geoms = as_geometries(gts, "gts")
+    pred = GeometryBatch.of(preds, "preds")
+    gt = GeometryBatch.of(gts, "gts")
     resolution = check_resolution(resolution)
-    n_pred, n_gt = len(pred_geoms), len(gt_geoms)
-    mask = _pairs_mask(candidates, n_pred, n_gt)
-    values = np.full((n_pred, n_gt), np.nan, dtype=np.float64)
-    if not mask.any():
-        return MaskIoUMatrix(values, 0)
-
-    pred_rows = np.flatnonzero(mask.any(axis=1))
-    gt_cols = np.flatnonzero(mask.any(axis=0))
-    pred_rles = rasterize([pred_geoms[i] for i in pred_rows], resolution).rles
-    gt_rles = rasterize([gt_geoms[j] for j in gt_cols], resolution).rles
-    pred_ok = np.array([rle is not None for rle in pred_rles], dtype=bool)
-    gt_ok = np.array([rle is not None for rle in gt_rles], dtype=bool)
-
-    block = np.full((pred_rows.size, gt_cols.size), np.nan)
-    if pred_ok.any() and gt_ok.any():
-        block[np.ix_(pred_ok, gt_ok)] = _iou_block(
-            [rle for rle in pred_rles if rle is not None], [rle for rle in gt_rles if rle is not None]
-        )
-    requested = mask[np.ix_(pred_rows, gt_cols)]
-    failed = requested & ~np.isfinite(block)
-    block = np.where(failed, 0.0, np.clip(block, 0.0, 1.0))
-    values[np.ix_(pred_rows, gt_cols)] = np.where(requested, block, np.nan)
-    return MaskIoUMatrix(values, int(failed.sum()))
+    return maskiou_between(pred, gt, _pairs_mask(candidates, len(pred), len(gt)), resolution)
 
 
 def mask_iou(a: Any, b: Any, resolution: int = 256) -> float:

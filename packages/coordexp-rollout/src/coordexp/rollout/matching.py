@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import attrs
@@ -42,7 +43,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from coordexp.core.errors import ConfigError
-from coordexp.rollout.maskiou import MIN_RESOLUTION, Geometry, as_geometries, maskiou_matrix, stack_points
+from coordexp.rollout.maskiou import MIN_RESOLUTION, Geometry, GeometryBatch, maskiou_between
 
 CONFIG_PATH = "rollout_matching.matching"
 TIE_BREAK_DELTA = 1e-6
@@ -103,13 +104,7 @@ class MatchResult:
 
 def aabbs(geometries: Sequence[Geometry]) -> np.ndarray:
     """Axis-aligned boxes ``[n, 4]`` float64 ``(x1, y1, x2, y2)`` of the clamped points."""
-    if not geometries:
-        return np.zeros((0, 4), dtype=np.float64)
-    stack = stack_points(geometries)
-    starts = stack.offsets[:-1]
-    lo = np.minimum.reduceat(stack.points, starts, axis=0)
-    hi = np.maximum.reduceat(stack.points, starts, axis=0)
-    return np.concatenate([lo, hi], axis=1)
+    return GeometryBatch.of(geometries).aabbs()
 
 
 def aabb_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -146,26 +141,35 @@ def candidate_mask(pred_boxes: np.ndarray, gt_boxes: np.ndarray, top_k: int) -> 
     return mask
 
 
+@lru_cache(maxsize=64)
 def _tie_break(n_pred: int, n_gt: int) -> np.ndarray:
-    """``δ·w(i, j)/S`` ``[P, G]``; any assignment's total is below ``δ`` (module doc)."""
+    """``δ·w(i, j)/S`` ``[P, G]`` (read-only, cached per shape); any assignment's total is below ``δ``."""
     k = max(n_pred, n_gt)
     i = np.arange(n_pred, dtype=np.float64)[:, None]
     j = np.arange(n_gt, dtype=np.float64)[None, :]
     w = (k + 1) * i + k * j - i * j + 1.0
     scale = min(n_pred, n_gt) * float(w.max()) + 1.0
-    return TIE_BREAK_DELTA * w / scale
+    table = TIE_BREAK_DELTA * w / scale
+    table.flags.writeable = False
+    return table
 
 
 def match(preds: Sequence[Any], gts: Sequence[Any], cfg: MatchingConfig = MatchingConfig()) -> MatchResult:
-    """Match predictions to GT objects (spec 03 §3.4); see the module docstring for the rules."""
-    pred_geoms = as_geometries(preds, "preds")
-    gt_geoms = as_geometries(gts, "gts")
-    n_pred, n_gt = len(pred_geoms), len(gt_geoms)
+    """Match predictions to GT objects (spec 03 §3.4); see the module docstring for the rules.
+
+    Inputs are validated (:meth:`GeometryBatch.of`); :func:`match_batches` does the work.
+    """
+    return match_batches(GeometryBatch.of(preds, "preds"), GeometryBatch.of(gts, "gts"), cfg)
+
+
+def match_batches(pred: GeometryBatch, gt: GeometryBatch, cfg: MatchingConfig = MatchingConfig()) -> MatchResult:
+    """:func:`match` on stacked geometries (predictions in appearance order, GT in GT order)."""
+    n_pred, n_gt = len(pred), len(gt)
     if n_pred == 0 or n_gt == 0:
         return MatchResult((), tuple(range(n_pred)), tuple(range(n_gt)), 0, 0)
 
-    candidates = candidate_mask(aabbs(pred_geoms), aabbs(gt_geoms), cfg.candidate_top_k)
-    ious = maskiou_matrix(pred_geoms, gt_geoms, candidates, cfg.maskiou_resolution)
+    candidates = candidate_mask(pred.aabbs(), gt.aabbs(), cfg.candidate_top_k)
+    ious = maskiou_between(pred, gt, candidates, cfg.maskiou_resolution)
     feasible = candidates & (np.nan_to_num(ious.values, nan=-1.0) >= cfg.maskiou_gate)
     gating_rejections = int((candidates & ~feasible).sum())
 
@@ -181,9 +185,8 @@ def match(preds: Sequence[Any], gts: Sequence[Any], cfg: MatchingConfig = Matchi
     keep = feasible[rows, cols]
     rows, cols = rows[keep], cols[keep]
     order = np.argsort(rows, kind="stable")
-    pairs = tuple(
-        (int(p), int(g), float(ious.values[p, g])) for p, g in zip(rows[order], cols[order], strict=True)
-    )
+    rows, cols = rows[order], cols[order]
+    pairs = tuple(zip(rows.tolist(), cols.tolist(), ious.values[rows, cols].tolist()))
 
     matched_pred = np.zeros(n_pred, dtype=bool)
     matched_gt = np.zeros(n_gt, dtype=bool)

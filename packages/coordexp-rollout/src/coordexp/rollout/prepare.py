@@ -39,9 +39,9 @@ from coordexp.rollout.backend import RolloutOutput
 from coordexp.rollout.codec import TextCodec, check_codec
 from coordexp.rollout.counters import SampleCounters
 from coordexp.rollout.decoding import DecodeParams
-from coordexp.rollout.maskiou import Geometry
-from coordexp.rollout.matching import MatchingConfig, match
-from coordexp.rollout.ot import OTFailure, PolyOTConfig, ot_targets
+from coordexp.rollout.maskiou import GeometryBatch
+from coordexp.rollout.matching import MatchingConfig, match_batches
+from coordexp.rollout.ot import OTFailure, PolyOTConfig, ot_targets_many
 from coordexp.rollout.parity import check_policy, check_prompt_parity
 from coordexp.rollout.record import DecodeInfo, MatchSummary, ParseCounts, RolloutFlags, RolloutTarget
 from coordexp.rollout.targets import POLY_KEY, PrefixElement, build_rollout_target
@@ -234,9 +234,7 @@ class RolloutPreparer:
         )
         prompt_len = len(local_prompt_ids) if local_prompt_ids is not None else len(output.prompt_ids)
         if trim.valid:
-            elements, summary, fn = self._match(
-                aligned, trim, gt, [Geometry(o.geom_key, o.values) for o in gt]
-            )
+            elements, summary, fn = self._match(aligned, trim, gt)
         else:
             elements, summary, fn = (), MatchSummary(fn=tuple(range(len(gt)))), tuple(range(len(gt)))
         target = self._build(
@@ -327,26 +325,35 @@ class RolloutPreparer:
         )
 
     def _match(
-        self, aligned: _AlignedRollout, trim: TrimResult, gt: list[CoordObject], gt_geoms: list[Geometry]
+        self, aligned: _AlignedRollout, trim: TrimResult, gt: list[CoordObject]
     ) -> tuple[tuple[PrefixElement, ...], MatchSummary, tuple[int, ...]]:
         records = aligned.parse.records
         preds = [record for record in records if record.valid]
-        # Geometry values are built once here; match and OT accept them as they are.
-        pred_geoms = [Geometry(record.geom_key, record.values) for record in preds]
-        result = match(pred_geoms, gt_geoms, self.cfg.matching)
+        # Valid records and CoordObjects already hold checked CoordJSON geometries: stack them
+        # once, unvalidated; matching and OT share the stacks.
+        pred_geoms = GeometryBatch.from_values([r.geom_key for r in preds], [r.values for r in preds])
+        gt_geoms = GeometryBatch.from_values([o.geom_key for o in gt], [o.values for o in gt])
+        result = match_batches(pred_geoms, gt_geoms, self.cfg.matching)
+        ot_pairs = [
+            (p, g)
+            for p, g, _ in result.pairs
+            if self.cfg.uses_poly_ot and not (pred_geoms.is_box[p] and gt_geoms.is_box[g])
+        ]
+        ot_results = dict(
+            zip(ot_pairs, ot_targets_many(pred_geoms, gt_geoms, ot_pairs, self.cfg.poly_ot), strict=True)
+        )
         supervised: dict[int, tuple[int, tuple[int, ...]]] = {}
         pairs: list[tuple[int, int, float]] = []
         excluded: list[tuple[int, int]] = []
         for pred_index, gt_index, iou in result.pairs:
-            pred, truth = pred_geoms[pred_index], gt[gt_index]
-            if self.cfg.uses_poly_ot and POLY_KEY in (pred.geom_key, truth.geom_key):
-                try:
-                    target = ot_targets(pred, gt_geoms[gt_index], self.cfg.poly_ot).values
-                except OTFailure:
-                    excluded.append((pred_index, gt_index))
-                    continue
+            found = ot_results.get((pred_index, gt_index))
+            if found is None:
+                target = gt[gt_index].values
+            elif isinstance(found, OTFailure):
+                excluded.append((pred_index, gt_index))
+                continue
             else:
-                target = truth.values
+                target = found.values
             supervised[pred_index] = (gt_index, target)
             pairs.append((pred_index, gt_index, iou))
         pred_index_of = {record.index: k for k, record in enumerate(preds)}

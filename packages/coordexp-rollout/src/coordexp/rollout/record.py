@@ -16,6 +16,7 @@ and the eos is the last token and the only eos.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -351,7 +352,8 @@ class RolloutTarget:
         )
         self._check_slots(self.coord_slots_fn, self.prefix_len, n, SpanKind.FN, "coord_slots_fn")
         all_pos = np.concatenate([s.pos for s in slots])
-        if np.unique(all_pos).size != all_pos.size:
+        # Positions are in [0, n) here, so a count above 1 is a repeat.
+        if all_pos.size and np.bincount(all_pos, minlength=n).max() > 1:
             raise PipelineError("RolloutTarget: a position appears in more than one coord slot")
         target_of = np.full(n, -1, dtype=np.int64)
         target_of[all_pos] = np.concatenate([s.target_bin for s in slots])
@@ -373,15 +375,22 @@ class RolloutTarget:
         )
         if len(self.bbox_groups_fn) and np.any(self.bbox_groups_fn.pred_index != -1):
             raise PipelineError("RolloutTarget: FN bbox groups have no prediction (pred_index must be -1)")
-        for k, group in enumerate(self.poly_groups_prefix):
-            self._check_groups(
-                np.asarray([group.pos]),
-                np.asarray([group.target]),
-                0,
-                self.prefix_len,
-                target_of,
-                f"poly_groups_prefix[{k}]",
-            )
+        if self.poly_groups_prefix:
+            # All poly groups in one check; on a failure, find the group to name it.
+            polys = self.poly_groups_prefix
+            flat_pos = np.fromiter(itertools.chain.from_iterable(g.pos for g in polys), dtype=np.int64)
+            flat_target = np.fromiter(itertools.chain.from_iterable(g.target for g in polys), dtype=np.int64)
+            in_bounds = flat_pos.min() >= 0 and flat_pos.max() < self.prefix_len
+            if not in_bounds or not np.array_equal(target_of[flat_pos], flat_target):
+                for k, group in enumerate(polys):
+                    self._check_groups(
+                        np.asarray([group.pos]),
+                        np.asarray([group.target]),
+                        0,
+                        self.prefix_len,
+                        target_of,
+                        f"poly_groups_prefix[{k}]",
+                    )
 
     def _check_slots(self, slots: CoordSlots, low: int, high: int, kind: SpanKind, what: str) -> None:
         if not len(slots):

@@ -15,6 +15,7 @@ builders: token types (coord > eos > desc > struct, D16) and span kinds from cha
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import attrs
@@ -178,8 +179,8 @@ def build_rollout_target(
     fn_objects = [gt_objects[i] for i in fn_list]
     fragment = fn_fragment(trim.prefix_text, fn_objects, field_order)
     fragment_ids = codec.encode(fragment.text)
-    stops = [i for i in fragment_ids if i in codec.stop_ids]
-    if stops:
+    if not codec.stop_ids.isdisjoint(fragment_ids):
+        stops = [i for i in fragment_ids if i in codec.stop_ids]
         raise PipelineError(
             f"the FN fragment encodes to eos-type ids {stops}: a GT desc contains an end-of-turn token"
         )
@@ -260,34 +261,34 @@ def _table_size(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def _slot_numbering(objects: np.ndarray, arity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per coord slot: its object number (``objects[k]`` repeated ``arity[k]`` times) and its index
+    inside the object (0..arity−1)."""
+    total = int(arity.sum())
+    first_slot = np.cumsum(arity) - arity
+    return np.repeat(objects, arity), np.arange(total, dtype=np.int64) - np.repeat(first_slot, arity)
+
+
 def _prefix_slots(
     elements: Sequence[PrefixElement],
 ) -> tuple[CoordSlots, BBoxGroupTable, tuple[PolyGroup, ...]]:
-    pos: list[int] = []
-    target: list[int] = []
-    obj: list[int] = []
-    slot: list[int] = []
-    boxes: list[PrefixElement] = []
-    polys: list[PolyGroup] = []
-    for index, element in enumerate(elements):
-        if not element.matched:
-            continue
-        n = len(element.target)
-        pos += element.coord_positions
-        target += element.target
-        obj += [index] * n
-        slot += range(n)
-        if element.geom_key == BBOX_KEY:
-            boxes.append(element)
-        else:
-            polys.append(
-                PolyGroup(element.coord_positions, element.target, element.gt_index, element.pred_index)
-            )
-    slots = CoordSlots(
-        np.array(pos, np.int64), np.array(target, np.int64), np.array(obj, np.int64), np.array(slot, np.int64)
+    matched = [(index, e) for index, e in enumerate(elements) if e.matched]
+    if not matched:
+        return CoordSlots.empty(), BBoxGroupTable.empty(), ()
+    arity = np.fromiter((len(e.target) for _, e in matched), dtype=np.int64, count=len(matched))
+    total = int(arity.sum())
+    pos = np.fromiter(itertools.chain.from_iterable(e.coord_positions for _, e in matched), np.int64, total)
+    target = np.fromiter(itertools.chain.from_iterable(e.target for _, e in matched), np.int64, total)
+    obj, slot = _slot_numbering(np.fromiter((i for i, _ in matched), np.int64, len(matched)), arity)
+    slots = CoordSlots(pos, target, obj, slot)
+    boxes = [e for _, e in matched if e.geom_key == BBOX_KEY]
+    polys = tuple(
+        PolyGroup(e.coord_positions, e.target, e.gt_index, e.pred_index)
+        for _, e in matched
+        if e.geom_key != BBOX_KEY
     )
     if not boxes:
-        return slots, BBoxGroupTable.empty(), tuple(polys)
+        return slots, BBoxGroupTable.empty(), polys
     groups = BBoxGroupTable(
         np.array([e.coord_positions for e in boxes], dtype=np.int64),
         np.array([e.target for e in boxes], dtype=np.int64),
@@ -295,7 +296,7 @@ def _prefix_slots(
         np.array([e.pred_index for e in boxes], dtype=np.int64),
         np.ones(len(boxes), dtype=np.float32),
     )
-    return slots, groups, tuple(polys)
+    return slots, groups, polys
 
 
 def _fn_slots(
@@ -307,22 +308,23 @@ def _fn_slots(
 ) -> tuple[CoordSlots, BBoxGroupTable]:
     if not fn_objects:
         return CoordSlots.empty(), BBoxGroupTable.empty()
-    values = [v for o in fn_objects for v in o.values]
-    objects = [first_object + k for k, n in enumerate(arity) for _ in range(n)]
-    slot = [j for n in arity for j in range(n)]
-    slots = CoordSlots(
-        positions, np.array(values, np.int64), np.array(objects, np.int64), np.array(slot, np.int64)
+    arity_array = np.asarray(arity, dtype=np.int64)
+    values = np.fromiter(
+        itertools.chain.from_iterable(o.values for o in fn_objects), np.int64, int(arity_array.sum())
     )
-    offsets = np.cumsum([0, *arity[:-1]]).tolist()
-    boxes = [k for k, o in enumerate(fn_objects) if o.geom_key == BBOX_KEY]
-    if not boxes:
+    objects, slot = _slot_numbering(first_object + np.arange(len(fn_objects), dtype=np.int64), arity_array)
+    slots = CoordSlots(positions, values, objects, slot)
+    boxes = np.fromiter((o.geom_key == BBOX_KEY for o in fn_objects), dtype=bool, count=len(fn_objects))
+    if not boxes.any():
         return slots, BBoxGroupTable.empty()
+    box_first = (np.cumsum(arity_array) - arity_array)[boxes]
+    take = box_first[:, None] + np.arange(4)
     groups = BBoxGroupTable(
-        np.array([positions[offsets[k] : offsets[k] + 4] for k in boxes], dtype=np.int64),
-        np.array([fn_objects[k].values for k in boxes], dtype=np.int64),
-        np.array([fn_list[k] for k in boxes], dtype=np.int64),
-        np.full(len(boxes), -1, dtype=np.int64),
-        np.ones(len(boxes), dtype=np.float32),
+        positions[take],
+        values[take],
+        np.asarray(fn_list, dtype=np.int64)[boxes],
+        np.full(int(boxes.sum()), -1, dtype=np.int64),
+        np.ones(int(boxes.sum()), dtype=np.float32),
     )
     return slots, groups
 

@@ -216,6 +216,7 @@ _SHORT_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n
 _COORD_OPEN = "<|coord_"
 _COORD_CLOSE = "|>"
 _BIN_OF_LITERAL = {token: k for k, token in enumerate(COORD_TOKENS)}
+_ITEM_SEPARATOR = ", "
 
 
 def _skip_ws(text: str, n: int, i: int) -> int:
@@ -440,6 +441,13 @@ def _skip_value(text: str, n: int, i: int) -> int:
 
 def _scan_coord_array(text: str, n: int, i: int) -> tuple[int, list[int]]:
     """Array at ``text[i] == '['`` → (offset after ``]``, per item its bin, −1 if not a valid coord literal)."""
+    # Fast path for the canonical form "[<|coord_a|>, <|coord_b|>, ...]": no literal holds "]", so
+    # the first "]" closes the array iff every ", "-separated piece before it is a canonical literal.
+    close = text.find("]", i + 1)
+    if close > i + 1:
+        bins = list(map(_BIN_OF_LITERAL.get, text[i + 1 : close].split(_ITEM_SEPARATOR)))
+        if None not in bins:
+            return close + 1, bins
     items: list[int] = []
     j = _next_at(text, n, i + 1)
     if text[j] == "]":
