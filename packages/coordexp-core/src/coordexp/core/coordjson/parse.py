@@ -255,7 +255,7 @@ def _read_hex4(text: str, n: int, p: int) -> int:
 def _scan_string(text: str, n: int, i: int) -> tuple[int, str, bool]:
     """String at ``text[i] == '"'`` → (offset after the closing quote, decoded value, has lone surrogate).
 
-    Raw control characters are syntax errors; ``\\uXXXX`` escapes decode, surrogate pairs combine.
+    Raw control characters are syntax errors; ``\\u`` escapes (four hex digits) decode, surrogate pairs combine.
     Linear in the string length: the closing-quote search is only redone after an escaped quote.
     """
     j = i + 1

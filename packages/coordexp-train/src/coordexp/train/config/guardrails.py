@@ -187,6 +187,14 @@ def check_typed(
         check_inert_knobs(config.stage2_ab, data, provenance)
     if config.rollout_matching is not None:
         check_rollout_matching(config, config.rollout_matching, provenance)
+    stage1 = config.stage1
+    if stage1 is not None and stage1.eval_detection.enabled and config.custom.val_jsonl is None:
+        raise located_error(
+            ("custom", "val_jsonl"),
+            "required while stage1.eval_detection.enabled is true (set it to false to train "
+            "without detection eval)",
+            provenance,
+        )
     check_batch_shape(config.training, provenance)
 
 

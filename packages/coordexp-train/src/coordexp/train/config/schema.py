@@ -169,11 +169,36 @@ class CustomSection:
 
 
 @attrs.frozen
+class Stage1EvalDetectionSection:
+    """``stage1.eval_detection`` — opt-in detection eval during Stage-1 training (a coordexp
+    extension of spec 05 §5.7, which keeps Stage-1 detection eval offline, D36).
+
+    Read by ``coordexp.train.eval.step.DetectionEvalStep``: every ``training.eval_steps`` (and at the
+    end) the first ``max_samples`` records of ``custom.val_jsonl`` are decoded greedily in batches of
+    ``decode_batch_size`` with at most ``max_new_tokens`` new tokens, parsed in ``rollout`` mode and
+    scored with the offline evaluator; the keys are those of 06 §6.6 (``rollout/mAP``, …).
+    Disabled by default, so a config without this section behaves exactly as the spec says.
+    """
+
+    enabled: bool = False
+    metrics: EvalMetrics = attrs.field(
+        factory=lambda: EvalMetrics(("coco",)), validator=non_empty_unique
+    )
+    score_source: Literal["coord_logprob", "constant"] = "coord_logprob"
+    max_samples: int = attrs.field(default=32, validator=at_least(1))
+    max_new_tokens: int = attrs.field(default=256, validator=at_least(1))
+    decode_batch_size: int = attrs.field(default=4, validator=at_least(1))
+    materialize_artifacts: bool = True
+
+
+@attrs.frozen
 class Stage1Section:
     """``stage1.*`` (variant ``stage1`` only) — ``pipeline`` is resolved by
-    ``coordexp.core.pipeline.spec.resolve_pipeline``; omitted → default manifest (05 §5.4)."""
+    ``coordexp.core.pipeline.spec.resolve_pipeline``; omitted → default manifest (05 §5.4).
+    ``eval_detection`` is the opt-in in-training detection eval (see its class)."""
 
     pipeline: Optional[PipelineMapping] = None
+    eval_detection: Stage1EvalDetectionSection = attrs.field(factory=Stage1EvalDetectionSection)
 
 
 # --------------------------------------------------------------------------------------------

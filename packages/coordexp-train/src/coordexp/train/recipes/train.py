@@ -203,10 +203,15 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
             meta["data_position"] = {"epoch": stage.schedule.epoch_of(step), "plan_sha256": stage.plan_sha256}
             ckpt.save_checkpoint(output_dir, step, model_state=ckpt.unique_state_dict(model), state=state, meta=meta, keep_last=3)
 
+    detection = _detection_eval_step(cfg, model, processor, info, prompt, val_set, dist, output_dir)
+
     def evaluate(step: int) -> dict[str, float]:
         from coordexp.train.executor.evaluate import teacher_forced_eval
 
-        return teacher_forced_eval(stage, wrapped, runner, dist, accelerator)
+        metrics = teacher_forced_eval(stage, wrapped, runner, dist, accelerator)
+        if detection is not None:
+            metrics.update(detection(step))
+        return metrics
 
     trainer = Trainer(
         accelerator=accelerator,
@@ -241,6 +246,37 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
         processor.save_pretrained(final)
     accelerator.wait_for_everyone()
     return TrainResult(output_dir, tuple(history), final, manifest)
+
+
+def _detection_eval_step(cfg, model, processor, info, prompt, val_set, dist, output_dir):
+    """The opt-in in-training detection eval (`stage1.eval_detection`), or None."""
+    section = cfg.stage1.eval_detection if cfg.stage1 is not None else None
+    if section is None or not section.enabled or val_set is None:
+        return None
+    from coordexp.train.eval.step import DetectionEvalStep
+    from coordexp.train.infer.predict import PredictSettings, Predictor
+
+    predictor = Predictor(
+        model,
+        processor,
+        info,
+        prompt,
+        PredictSettings(
+            max_new_tokens=section.max_new_tokens,
+            decode_batch_size=section.decode_batch_size,
+            score_source=section.score_source,
+            field_order=cfg.custom.object_field_order,
+        ),
+    )
+    return DetectionEvalStep(
+        predictor=predictor,
+        dataset=val_set,
+        max_samples=section.max_samples,
+        metrics=tuple(section.metrics),
+        score_source=section.score_source,
+        dist=dist,
+        output_dir=output_dir / "eval" if section.materialize_artifacts else None,
+    )
 
 
 def _accelerator(training: Any) -> Any:
