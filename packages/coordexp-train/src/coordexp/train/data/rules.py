@@ -16,10 +16,14 @@ never raised). Rule ids this loader adds for cases the table leaves implicit:
 * `jsonl_file` — the JSONL path does not name a regular file (raised by the loader);
 * `image_path` — absolute, escaping, malformed or missing image path;
 * `image_decode` — the image file exists but PIL cannot read it;
-* `bbox_arity` — `bbox_2d` does not hold exactly 4 values.
+* `bbox_arity` — `bbox_2d` does not hold exactly 4 values;
+* `desc_not_nfc` — a desc is not NFC-normalized (Qwen tokenizers normalize to NFC, so the text
+  could never be reproduced token-exactly).
 """
 
 from __future__ import annotations
+
+import unicodedata
 
 import difflib
 from collections.abc import Callable, Mapping
@@ -132,6 +136,15 @@ def _check_object(raw: object, bbox_only: bool) -> CheckedObject:
     if not isinstance(desc, str) or not desc.strip():
         got = "missing" if "desc" not in raw else repr(desc)
         raise _object_error("desc_empty", f"desc must be a non-blank string, got {got}", "desc")
+    if not unicodedata.is_normalized("NFC", desc):
+        # Qwen tokenizers NFC-normalize their input, so a non-NFC desc could never be the exact
+        # training target; it is reported rather than silently rewritten (descs are kept verbatim).
+        raise _object_error(
+            "desc_not_nfc",
+            f"desc {desc!r} is not NFC-normalized (the tokenizer would turn it into "
+            f"{unicodedata.normalize('NFC', desc)!r}); store unicodedata.normalize('NFC', desc)",
+            "desc",
+        )
     geom_keys = [k for k in GEOMETRY_KEYS if k in raw]
     if len(geom_keys) != 1:
         raise _object_error(
