@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from itertools import pairwise
 
 import numpy as np
@@ -325,20 +324,15 @@ def test_e3_fused_literal_after_a_split_character():
     assert reference.token_text.text == text
 
 
-# --- cost ------------------------------------------------------------------------------------
+# --- 30-object rollout ------------------------------------------------------------------------------------
 
 
-def test_rollout_of_30_objects_is_fast():
+def test_rollout_of_30_objects_parses_from_a_tensor():
+    # Speed is measured by bench/parse_scaling.py; this checks the 30-object case's result.
     objects = [CoordObject(f"object {i}", "bbox_2d", (i, 2 * i, 10 * i + 5, 20 * i + 9)) for i in range(30)]
     ids = _tokenize(serialize(objects, "desc_first")) + [TOY_EOS_ID]
-    ids_tensor = torch.tensor(ids)
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        aligned = _run(ids_tensor)
-        best = min(best, time.perf_counter() - start)
+    aligned = _run(torch.tensor(ids))
     assert aligned.result.objects() == objects
-    assert best < 0.02, f"parse_tokens of a 30-object rollout took {best * 1e3:.2f} ms"
 
 
 def test_token_text_equality_and_cut_validation():

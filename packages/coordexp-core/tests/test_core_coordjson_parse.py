@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -534,22 +533,3 @@ def test_result_helpers():
         result.records[1].dropped("nope")
 
 
-# --- cost ------------------------------------------------------------------------------------
-
-
-def _best_time(text: str, repeats: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        parse(text)
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def test_parse_cost_is_linear():
-    small = serialize([CAT, SIGN] * 50, "desc_first")
-    large = serialize([CAT, SIGN] * 500, "desc_first")
-    assert _best_time(large) < 40 * _best_time(small)  # linear ≈ 10x; quadratic ≈ 100x
-    long_desc = serialize([CoordObject("a\\n" * 20_000 + "\u00e9", "bbox_2d", (1, 2, 3, 4))], "desc_first")
-    truncated = long_desc[:-40]
-    assert _best_time(truncated, 2) < 0.5
