@@ -1,0 +1,87 @@
+"""The `coordexp` command line: every command has --help; user errors exit 2 with one clear line;
+the data/model/config/pipeline/env commands work end to end through `main`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coordexp.train.cli.main import COMMAND_MODULES, build_parser, main
+
+REPO = Path(__file__).resolve().parents[3]
+DEMO = REPO / "configs" / "demo" / "stage1.yaml"
+
+COMMANDS = (
+    ["train"], ["demo"], ["config", "show"], ["config", "preflight"], ["config", "validate-profiles"],
+    ["pipeline", "show"], ["plugins"], ["data", "synth"], ["data", "validate"], ["data", "convert"],
+    ["model", "create"], ["model", "expand-vocab"], ["infer"], ["eval"], ["report"], ["env"],
+)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: coordexp" in capsys.readouterr().out
+
+
+def test_every_command_module_is_registered():
+    names = set(build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001 - argparse API
+    assert {"train", "demo", "config", "pipeline", "plugins", "data", "model", "infer", "eval", "report", "env"} <= names
+    assert len(COMMAND_MODULES) == len(names)
+
+
+def test_console_script_runs(tmp_path):
+    exe = Path(sys.executable).with_name("coordexp")
+    out = subprocess.run([str(exe), "env", "--json"], capture_output=True, text=True, check=True)
+    info = json.loads(out.stdout)
+    assert info["versions"]["coordexp-core"] == "0.1.0"
+
+
+def test_data_synth_then_validate(tmp_path, capsys):
+    assert main(["data", "synth", "--out", str(tmp_path / "d"), "--train", "3", "--val", "2", "--seed", "1"]) == 0
+    assert main(["data", "validate", str(tmp_path / "d" / "train.jsonl")]) == 0
+    assert "records" in capsys.readouterr().out
+
+
+def test_data_validate_reports_file_and_line_and_exits_1(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"images": ["x.png"], "width": 4, "height": 4, "objects": [{"desc": "a", "bbox": [1, 2, 3, 4]}]}\n')
+    assert main(["data", "validate", str(bad), "--no-images"]) == 1
+    out = capsys.readouterr().out
+    assert f"{bad}:1" in out and "legacy_key" in out and "bbox_2d" in out
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(DEMO.read_text().replace("  seed: 0", "  seed: 0\n  sede: 1"))
+    assert main(["config", "show", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training.sede" in err[0]
+
+
+def test_config_show_and_pipeline_show(capsys):
+    assert main(["config", "show", str(DEMO)]) == 0
+    assert "trainer_variant: stage1" in capsys.readouterr().out
+    assert main(["pipeline", "show", str(DEMO), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    names = [entry["name"] for entry in shown["payload"]["objective"]]
+    assert names == ["token_ce", "coord_reg", "bbox_geo"] and len(shown["checksum"]) == 64
+
+
+def test_config_preflight_is_one_json_line(capsys):
+    assert main(["config", "preflight", str(DEMO)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert json.loads(out) == {"rollout_backend": "hf", "server_base_urls": [], "vllm_mode": None}
+
+
+def test_model_create_writes_a_loadable_checkpoint(tmp_path, capsys):
+    assert main(["model", "create", "--preset", "tiny", "--out", str(tmp_path / "m")]) == 0
+    assert (tmp_path / "m" / "config.json").is_file()
+    assert main(["model", "create", "--preset", "tiny", "--out", str(tmp_path / "m")]) == 2  # refuses to overwrite
