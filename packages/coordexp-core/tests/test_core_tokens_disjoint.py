@@ -49,7 +49,7 @@ def test_overlapping_intervals_take_the_per_kind_path() -> None:
     starts, ends = np.array([0, 5]), np.array([5, 10])
     intervals = {SpanKind.PREFIX_MATCHED: np.array([[0, 8]]), SpanKind.PREFIX_FP: np.array([[6, 10]])}
     assert tokens_mod._kinds_of_disjoint_intervals(
-        *tokens_mod._validated_char_spans(starts, ends), list(intervals.items()), np.zeros(2, np.int64)
+        *tokens_mod._validated_char_spans(starts, ends), list(intervals.items()), np.concatenate(list(intervals.values())), np.zeros(2, np.int64)
     ) is None
     assert span_kinds_for_tokens(starts, ends, intervals, SpanKind.EOS).tolist() == [
         SpanKind.PREFIX_MATCHED,

@@ -154,7 +154,8 @@ class _FailingCoco:
 
 def test_raster_error_gives_zero_and_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(maskiou_mod, "coco_mask", _FailingCoco(threshold=200.0))
-    good = quad(0, 0, 300, 300)
+    # Overlapping, so every pair needs both rasters (disjoint pixel boxes give 0 without one).
+    good = quad(0, 0, 950, 950)
     bad = quad(900, 900, 999, 999)  # x1 projects to ~229.7 px at R = 256
     result = maskiou_matrix([good, bad], [good, bad])
     assert result.values[0, 0] == 1.0
@@ -177,7 +178,7 @@ def test_iou_error_gives_zero_and_is_counted(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_iou_error_is_isolated_to_its_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    bad = quad(500, 500, 900, 900)
+    bad = quad(200, 200, 900, 900)  # overlaps good: every pair goes through pycocotools
     bad_counts = rasterize([bad], 256).rles[0]["counts"]
 
     def picky_iou(dt, gt, crowd):
@@ -190,7 +191,9 @@ def test_iou_error_is_isolated_to_its_row(monkeypatch: pytest.MonkeyPatch) -> No
     )
     good = quad(0, 0, 300, 300)
     result = maskiou_matrix([good, bad, good], [good, bad])
-    np.testing.assert_array_equal(result.values[[0, 2]], [[1.0, 0.0], [1.0, 0.0]])
+    overlap = mask_iou(good, bad)
+    assert 0.0 < overlap < 1.0
+    np.testing.assert_array_equal(result.values[[0, 2]], [[1.0, overlap], [1.0, overlap]])
     np.testing.assert_array_equal(result.values[1], [0.0, 0.0])
     assert result.raster_errors == 2
 

@@ -130,9 +130,9 @@ def _validated_char_spans(char_starts: np.ndarray, char_ends: np.ndarray) -> tup
     if starts.size:
         if starts.min() < 0:
             raise PipelineError(f"char_starts must be >= 0, found {int(starts.min())}")
-        bad = np.flatnonzero(ends < starts)
-        if bad.size:
-            i = int(bad[0])
+        backwards = ends < starts
+        if backwards.any():
+            i = int(np.argmax(backwards))
             raise PipelineError(
                 f"token {i} has char span [{int(starts[i])}, {int(ends[i])}): end must be >= start"
             )
@@ -140,7 +140,8 @@ def _validated_char_spans(char_starts: np.ndarray, char_ends: np.ndarray) -> tup
     return starts, np.maximum(ends, starts + 1)
 
 
-def _validated_intervals(intervals: np.ndarray, what: str) -> np.ndarray:
+def _interval_array(intervals: np.ndarray, what: str) -> np.ndarray:
+    """``intervals`` as int64 ``[K, 2]`` (shape and dtype checked; values by :func:`_check_interval_values`)."""
     array = np.asarray(intervals)
     if array.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
@@ -148,42 +149,43 @@ def _validated_intervals(intervals: np.ndarray, what: str) -> np.ndarray:
         raise PipelineError(f"{what}: expected an integer array of shape [K, 2], got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer):
         raise PipelineError(f"{what}: expected an integer array, got dtype {array.dtype}")
-    array = array.astype(np.int64, copy=False)
+    return array.astype(np.int64, copy=False)
+
+
+def _check_interval_values(array: np.ndarray, what: str) -> None:
+    if not array.shape[0]:
+        return
     if array.min() < 0:
         raise PipelineError(f"{what}: interval bounds must be >= 0, found {int(array.min())}")
-    bad = np.flatnonzero(array[:, 1] < array[:, 0])
-    if bad.size:
-        k = int(bad[0])
+    backwards = array[:, 1] < array[:, 0]
+    if backwards.any():
+        k = int(np.argmax(backwards))
         raise PipelineError(
             f"{what}: interval {k} = [{int(array[k, 0])}, {int(array[k, 1])}) has end < start"
         )
+
+
+def _validated_intervals(intervals: np.ndarray, what: str) -> np.ndarray:
+    array = _interval_array(intervals, what)
+    _check_interval_values(array, what)
     return array
 
 
-def _covered_before(intervals: np.ndarray, n_chars: int, groups: np.ndarray | None = None, n_groups: int = 1) -> np.ndarray:
-    """``[n_groups, n_chars + 1]``: entry ``[g, c]`` counts the characters before ``c`` covered by the
-    intervals of group ``g`` (``groups[k]`` is interval k's group; all in group 0 when None).
+def _touches(starts: np.ndarray, ends: np.ndarray, intervals: np.ndarray) -> np.ndarray:
+    """Bool [T]: token ``[starts, ends)`` shares a character with some interval ``[a, b)``.
 
-    Coverage counting: a difference array (two ``bincount``s) marks each interval, its cumulative
-    sum says which characters are covered, and a second cumulative sum counts them.
+    They share one iff ``a < end`` and ``start < b`` (empty intervals share nothing). With the
+    intervals sorted by ``a``, those with ``a < end`` are a prefix, found by ``searchsorted``; the
+    token touches one of them iff the largest ``b`` of that prefix exceeds ``start``. O((T + K) log K).
     """
-    width = n_chars + 1
-    base = 0 if groups is None else groups * width
-    size = n_groups * width
-    delta = np.bincount(base + intervals[:, 0], minlength=size) - np.bincount(base + intervals[:, 1], minlength=size)
-    covered = np.cumsum(delta.reshape(n_groups, width)[:, :-1], axis=1) > 0
-    before = np.zeros((n_groups, width), dtype=np.int64)
-    np.cumsum(covered, axis=1, out=before[:, 1:])
-    return before
-
-
-def _touches(starts: np.ndarray, ends: np.ndarray, intervals: np.ndarray, n_chars: int) -> np.ndarray:
-    """Bool [T]: token ``[starts, ends)`` shares a character with the union of ``intervals``
-    (a prefix count of covered characters answers every token in O(1))."""
-    if intervals.shape[0] == 0 or starts.size == 0:
+    live = intervals[intervals[:, 1] > intervals[:, 0]]
+    if live.shape[0] == 0 or starts.size == 0:
         return np.zeros(starts.shape, dtype=bool)
-    before = _covered_before(intervals, n_chars)[0]
-    return before[ends] > before[starts]
+    order = np.argsort(live[:, 0], kind="stable")
+    lows = live[order, 0]
+    reach = np.maximum.accumulate(live[order, 1])
+    count = np.searchsorted(lows, ends, side="left")
+    return (count > 0) & (reach[np.maximum(count - 1, 0)] > starts)
 
 
 def _span_kind(value: object, what: str) -> SpanKind:
@@ -218,22 +220,63 @@ def span_kinds_for_tokens(
     checked: list[tuple[SpanKind, np.ndarray]] = []
     for key, value in intervals.items():
         kind = _span_kind(key, "intervals key")
-        array = _validated_intervals(value, f"intervals[{kind.name}]")
+        array = _interval_array(value, f"intervals[{kind.name}]")
         if array.shape[0]:
             checked.append((kind, array))
+    stacked = np.concatenate([array for _, array in checked]) if checked else np.zeros((0, 2), np.int64)
+    if stacked.shape[0] and (stacked.min() < 0 or (stacked[:, 1] < stacked[:, 0]).any()):
+        for kind, array in checked:  # find the offending kind for the message
+            _check_interval_values(array, f"intervals[{kind.name}]")
     result = np.full(starts.shape, int(default_kind), dtype=np.int64)
     if not checked or not starts.size:
         return result
-    # All kinds at once, lowest rank first: a token takes the last (highest-ranked) kind it touches.
-    checked.sort(key=lambda item: SPAN_KIND_RANK[item[0]])
-    stacked = np.concatenate([array for _, array in checked])
-    groups = np.repeat(np.arange(len(checked)), [array.shape[0] for _, array in checked])
-    n_chars = max(int(ends.max()), int(stacked.max()))
-    before = _covered_before(stacked, n_chars, groups, len(checked))
-    touched = before[:, ends] > before[:, starts]
-    highest = len(checked) - 1 - np.argmax(touched[::-1], axis=0)
-    kind_values = np.array([int(kind) for kind, _ in checked], dtype=np.int64)
-    return np.where(touched.any(axis=0), kind_values[highest], result)
+    disjoint = _kinds_of_disjoint_intervals(starts, ends, checked, stacked, result)
+    if disjoint is not None:
+        return disjoint
+    for kind, array in sorted(checked, key=lambda item: SPAN_KIND_RANK[item[0]]):
+        result[_touches(starts, ends, array)] = int(kind)
+    return result
+
+
+def _kinds_of_disjoint_intervals(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    checked: list[tuple[SpanKind, np.ndarray]],
+    stacked: np.ndarray,
+    default: np.ndarray,
+) -> np.ndarray | None:
+    """:func:`span_kinds_for_tokens` in one pass when no two non-empty intervals share a character
+    (the usual layout: the kinds tile the text); None otherwise.
+
+    Sorted by start, disjoint intervals also have sorted ends, so the intervals a token touches
+    are the contiguous run ``[first with end > start, first with start >= end)``; the token takes
+    the highest-ranked kind of its run. Runs longer than one (fused tokens) are short, so the
+    maximum is taken over a few shifted copies of the rank array. ``stacked``: the intervals of
+    ``checked`` concatenated in order.
+    """
+    counts = [array.shape[0] for _, array in checked]
+    kinds = np.repeat(np.array([int(kind) for kind, _ in checked], dtype=np.int64), counts)
+    ranks = np.repeat(np.array([SPAN_KIND_RANK[kind] for kind, _ in checked], dtype=np.int64), counts)
+    live = stacked[:, 1] > stacked[:, 0]
+    order = np.flatnonzero(live)[np.argsort(stacked[live, 0], kind="stable")]
+    lows, highs = stacked[order, 0], stacked[order, 1]
+    if not lows.size:
+        return default
+    if (lows[1:] < highs[:-1]).any():
+        return None
+    kinds, ranks = kinds[order], ranks[order]
+    first = np.searchsorted(highs, starts, side="right")
+    width = np.searchsorted(lows, ends, side="left") - first
+    result = np.where(width > 0, kinds[np.minimum(first, kinds.size - 1)], default)
+    fused = np.flatnonzero(width > 1)
+    if fused.size:
+        run_first, run_width = first[fused], width[fused]
+        best = run_first.copy()
+        for shift in range(1, int(run_width.max())):
+            later = np.minimum(run_first + shift, kinds.size - 1)
+            best = np.where((run_width > shift) & (ranks[later] > ranks[best]), later, best)
+        result[fused] = kinds[best]
+    return result
 
 
 def token_types_for_tokens(
@@ -276,9 +319,8 @@ def token_types_for_tokens(
     if not 0 <= int(eos_id) < lookup.shape[0] or lookup[int(eos_id)]:
         raise PipelineError(f"eos_id {eos_id} must be a non-coord id in [0, {lookup.shape[0]})")
     desc = _validated_intervals(desc_intervals, "desc_intervals")
-    n_chars = max(int(ends.max()) if ends.size else 0, int(desc.max()) if desc.shape[0] else 0)
     result = np.full(ids.shape, int(TokenType.STRUCT), dtype=np.int64)
-    result[_touches(starts, ends, desc, n_chars)] = int(TokenType.DESC)
+    result[_touches(starts, ends, desc)] = int(TokenType.DESC)
     result[ids == int(eos_id)] = int(TokenType.EOS)
     result[lookup[ids]] = int(TokenType.COORD)
     return result

@@ -81,23 +81,42 @@ class TableCodec:
     coord_vocab: CoordVocab
     eos_id: int
     stop_ids: frozenset[int] = attrs.field(converter=_as_id_set)
+    # The table as NumPy arrays (built once): gathering ids through them is ~5x faster than a
+    # Python loop over the tuple for rollout-length id lists.
+    _objects: np.ndarray = attrs.field(init=False, repr=False)
+    _lengths: np.ndarray = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        objects = np.empty(len(self.table), dtype=object)
+        objects[:] = self.table
+        object.__setattr__(self, "_objects", objects)
+        object.__setattr__(self, "_lengths", np.fromiter(map(len, self.table), np.int64, len(self.table)))
         check_codec(self)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (no special tokens added)."""
         if not isinstance(text, str):
             raise CoordexpError(f"encode expects str, got {type(text).__name__}")
-        return [int(i) for i in self.encode_fn(text)]
+        return list(map(int, self.encode_fn(text)))
+
+    def _checked_ids(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        array = np.asarray(ids).reshape(-1)
+        if not array.size:
+            return array.astype(np.int64)
+        if array.dtype.kind not in "iu":
+            raise CoordexpError(f"token ids must be integers, got dtype {array.dtype}")
+        if array.min() < 0 or array.max() >= len(self.table):
+            bad = array[(array < 0) | (array >= len(self.table))][0]
+            raise CoordexpError(f"token id {int(bad)} is outside the vocabulary [0, {len(self.table)})")
+        return array
 
     def token_bytes(self, ids: Sequence[int]) -> list[bytes]:
         """Bytes of each id, per position; an id outside the table raises :class:`CoordexpError`."""
-        array = np.asarray(ids)
-        if array.size and (array.min() < 0 or array.max() >= len(self.table)):
-            bad = array.reshape(-1)[(array.reshape(-1) < 0) | (array.reshape(-1) >= len(self.table))][0]
-            raise CoordexpError(f"token id {int(bad)} is outside the vocabulary [0, {len(self.table)})")
-        return list(map(self.table.__getitem__, array.reshape(-1).tolist()))
+        return self._objects[self._checked_ids(ids)].tolist()
+
+    def token_lengths(self, ids: Sequence[int]) -> np.ndarray:
+        """int64 byte length of each id, per position (``len`` of :meth:`token_bytes`' entries)."""
+        return self._lengths[self._checked_ids(ids)]
 
     @classmethod
     def from_tokenizers(
@@ -166,6 +185,14 @@ def check_codec(codec: TextCodec) -> None:
         )
 
 
+def token_lengths(codec: TextCodec, ids: Sequence[int], token_bytes: Sequence[bytes]) -> np.ndarray:
+    """int64 byte length per position of ``token_bytes`` (the bytes of ``ids``): a table lookup for
+    a :class:`TableCodec`, else counted from the bytes."""
+    if isinstance(codec, TableCodec):
+        return codec.token_lengths(ids)
+    return np.fromiter(map(len, token_bytes), dtype=np.int64, count=len(token_bytes))
+
+
 @lru_cache(maxsize=8)
 def coord_mask_for(vocab: CoordVocab, size: int) -> np.ndarray:
     """Read-only bool lookup table ``[max(size, vocab.max_id + 1)]``, True at the coord ids.
@@ -178,4 +205,4 @@ def coord_mask_for(vocab: CoordVocab, size: int) -> np.ndarray:
     return mask
 
 
-__all__ = ["ENDOFTEXT_LITERAL", "TableCodec", "TextCodec", "check_codec", "coord_mask_for"]
+__all__ = ["ENDOFTEXT_LITERAL", "TableCodec", "TextCodec", "check_codec", "coord_mask_for", "token_lengths"]

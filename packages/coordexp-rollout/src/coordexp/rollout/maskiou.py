@@ -38,7 +38,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from coordexp.core.errors import CoordexpError
-from coordexp.rollout.boxraster import box_pixel_rects, rect_iou_matrix
+from coordexp.rollout.boxraster import box_pixel_rects, rect_iou_matrix, rect_overlap_matrix
 
 BBOX_KEY = "bbox_2d"
 POLY_KEY = "poly"
@@ -196,48 +196,60 @@ class GeometryBatch:
 
     ``keys``/``values``: each geometry's ``geom_key`` and flat values, as given. ``is_box``: bool
     ``[n]``. ``stack``: the clamped points (:func:`stack_points`; a bbox's 4 corners in the order
-    (x1,y1),(x2,y1),(x2,y2),(x1,y2) after min/max). ``exact_box``: bool ``[n]``, boxes whose clamped
-    values are whole bins (their raster is computed exactly without pycocotools, see
-    :mod:`coordexp.rollout.boxraster`).
+    (x1,y1),(x2,y1),(x2,y2),(x1,y2) after min/max). ``aabb``: float64 ``[n, 4]`` ``(x1, y1, x2, y2)``
+    of the clamped points. ``whole``: bool ``[n]``, geometries whose AABB is on whole bins (its pixel
+    rectangle is exact, :mod:`coordexp.rollout.boxraster`); ``exact_box``: the whole boxes (their
+    raster has a closed form).
 
     Build it with :meth:`of` from untrusted input (validated like :func:`as_geometries`), or with
-    :meth:`from_values` from values that are already validated CoordJSON geometries.
+    :meth:`from_bins` from CoordJSON geometries that were validated where they were made.
     """
 
     keys: tuple[str, ...]
     values: tuple[Sequence[float], ...]
     is_box: np.ndarray
     stack: PointStack
+    aabb: np.ndarray
+    whole: np.ndarray
     exact_box: np.ndarray
 
     @classmethod
     def of(cls, geometries: Sequence[Any], side: str = "geometries") -> GeometryBatch:
         """Validate ``geometries`` (:func:`as_geometries`; errors name ``side``) and stack them."""
         checked = as_geometries(geometries, side)
-        return cls.from_values([g.geom_key for g in checked], [g.values for g in checked])
+        return cls._stacked([g.geom_key for g in checked], [g.values for g in checked], whole_bins=False)
 
     @classmethod
-    def from_values(cls, keys: Sequence[str], values: Sequence[Sequence[float]]) -> GeometryBatch:
-        """Stack already-validated geometries (no per-value checks).
+    def from_bins(cls, keys: Sequence[str], values: Sequence[Sequence[int]]) -> GeometryBatch:
+        """Stack CoordJSON geometries without re-validating them.
 
-        The caller guarantees the CoordJSON contract: ``keys[i]`` is ``"bbox_2d"`` (4 values) or
-        ``"poly"`` (an even number >= 6 of values), values are finite real numbers — e.g. the
-        values of :class:`~coordexp.core.coordjson.serialize.CoordObject` or of valid parsed
-        records. Only the lengths agreeing is checked.
+        The caller guarantees what :class:`~coordexp.core.coordjson.serialize.CoordObject` and a
+        valid :class:`~coordexp.core.coordjson.parse.ParsedRecord` guarantee: ``keys[i]`` is
+        ``"bbox_2d"`` (4 values) or ``"poly"`` (an even number >= 6 of values) and the values are
+        int bins. Only the lengths agreeing is checked.
         """
+        return cls._stacked(keys, values, whole_bins=True)
+
+    @classmethod
+    def _stacked(
+        cls, keys: Sequence[str], values: Sequence[Sequence[float]], *, whole_bins: bool
+    ) -> GeometryBatch:
         keys, values = tuple(keys), tuple(values)
         if len(keys) != len(values):
             raise CoordexpError(f"GeometryBatch: {len(keys)} keys for {len(values)} value tuples")
-        rings = [v if k == POLY_KEY else _box_ring(v) for k, v in zip(keys, values)]
-        stack = _stack_rings(rings)
+        stack = _stack_rings([v if k == POLY_KEY else _box_ring(v) for k, v in zip(keys, values)])
         is_box = np.fromiter((k == BBOX_KEY for k in keys), dtype=bool, count=len(keys))
-        exact_box = is_box.copy()
-        if is_box.any():
-            corners = stack.points[stack.offsets[:-1][is_box]]
-            far = stack.points[stack.offsets[:-1][is_box] + 2]
-            whole = (corners == np.floor(corners)).all(axis=1) & (far == np.floor(far)).all(axis=1)
-            exact_box[is_box] = whole
-        return cls(keys, values, is_box, stack, exact_box)
+        if keys:
+            starts = stack.offsets[:-1]
+            aabb = np.concatenate(
+                [np.minimum.reduceat(stack.points, starts, axis=0), np.maximum.reduceat(stack.points, starts, axis=0)],
+                axis=1,
+            )
+        else:
+            aabb = np.zeros((0, 4), dtype=np.float64)
+        # The closed forms of the boxraster module need whole-bin extremes.
+        whole = np.ones(len(keys), dtype=bool) if whole_bins else (aabb == np.floor(aabb)).all(axis=1)
+        return cls(keys, values, is_box, stack, aabb, whole, is_box & whole)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -246,14 +258,10 @@ class GeometryBatch:
         """Geometry ``index`` as a :class:`Geometry` (unclamped, as given)."""
         return Geometry(self.keys[index], self.values[index])
 
-    def aabbs(self) -> np.ndarray:
-        """Axis-aligned boxes ``[n, 4]`` float64 ``(x1, y1, x2, y2)`` of the clamped points."""
-        if not self.keys:
-            return np.zeros((0, 4), dtype=np.float64)
-        starts = self.stack.offsets[:-1]
-        lo = np.minimum.reduceat(self.stack.points, starts, axis=0)
-        hi = np.maximum.reduceat(self.stack.points, starts, axis=0)
-        return np.concatenate([lo, hi], axis=1)
+    def pixel_rects(self, resolution: int) -> np.ndarray:
+        """int64 ``[n, 4]`` pixel rectangles of the AABBs on the R×R canvas
+        (:func:`~coordexp.rollout.boxraster.box_pixel_rects`): the raster itself for an exact box."""
+        return box_pixel_rects(self.aabb, resolution)
 
     def canvas_rings(self, resolution: int, rows: np.ndarray | None = None) -> list[list[float]]:
         """The rings of ``rows`` (default: all) on the R×R canvas, as :func:`canvas_rings`."""
@@ -348,55 +356,98 @@ def _rasterize_rings(rings: list[list[float]], resolution: int) -> list[dict | N
         return rles
 
 
-def _box_rects(batch: GeometryBatch, rows: np.ndarray, resolution: int) -> np.ndarray:
-    first = batch.stack.offsets[:-1][rows]
-    return box_pixel_rects(batch.stack.points[first], batch.stack.points[first + 2], resolution)
-
-
 def maskiou_between(
-    pred: GeometryBatch, gt: GeometryBatch, mask: np.ndarray, resolution: int
+    pred: GeometryBatch,
+    gt: GeometryBatch,
+    mask: np.ndarray,
+    resolution: int,
+    gate: float | None = None,
 ) -> MaskIoUMatrix:
     """:func:`maskiou_matrix` on stacked geometries and a bool ``[P, G]`` request mask.
 
-    Requested pairs of two whole-bin boxes get the closed-form raster IoU of
-    :mod:`coordexp.rollout.boxraster` (identical to pycocotools'); every other requested pair goes
-    through pycocotools, each geometry involved rasterized once and the rectangle "rows with such a
-    request × columns with such a request" evaluated in one ``iou`` call (decoding the RLE strings
-    dominates its cost and happens once per call). ``resolution`` must already be checked.
+    Exact shortcuts first (:mod:`coordexp.rollout.boxraster`): requested pairs of two exact boxes
+    get the closed-form raster IoU, and pairs whose AABB pixel rectangles share no pixel get 0. Every
+    other requested pair goes through pycocotools, each geometry involved rasterized once and the
+    rectangle "rows with such a request × columns with such a request" evaluated in one ``iou`` call
+    (decoding the RLE strings dominates its cost and happens once per call). ``resolution`` must
+    already be checked.
+
+    ``gate`` (matching only): requested pairs whose IoU is provably below it are left NaN instead of
+    computed. The bound is ``min(|R_a ∩ R_b|, |a|, |b|) / max(|a|, |b|)`` with ``R`` the pixel
+    rectangles (which contain the rasters) and ``|a|`` raster areas (a box's is its rectangle's, a
+    polygon's comes from its raster), so only boxes paired with a polygon that might reach the gate
+    are rasterized. Every value that is computed is exact.
     """
-    n_pred, n_gt = len(pred), len(gt)
-    values = np.full((n_pred, n_gt), np.nan, dtype=np.float64)
+    values = np.full(mask.shape, np.nan, dtype=np.float64)
     if not mask.any():
         return MaskIoUMatrix(values, 0)
+    pred_rects, gt_rects = pred.pixel_rects(resolution), gt.pixel_rects(resolution)
+    overlap = rect_overlap_matrix(pred_rects, gt_rects)
     analytic = mask & pred.exact_box[:, None] & gt.exact_box[None, :]
+    # Rasters lie inside their AABB's pixel rectangle (boxraster module doc): disjoint ones give 0.
+    apart = mask & pred.whole[:, None] & gt.whole[None, :] & (overlap == 0.0) & ~analytic
     if analytic.any():
-        box_rows = np.flatnonzero(analytic.any(axis=1))
-        box_cols = np.flatnonzero(analytic.any(axis=0))
-        ious = rect_iou_matrix(_box_rects(pred, box_rows, resolution), _box_rects(gt, box_cols, resolution))
-        block = np.ix_(box_rows, box_cols)
-        values[block] = np.where(analytic[block], ious, np.nan)
-    rest = mask & ~analytic
+        np.copyto(values, rect_iou_matrix(pred_rects, gt_rects, overlap), where=analytic)
+    values[apart] = 0.0
+    rest = mask & ~analytic & ~apart
     if not rest.any():
         return MaskIoUMatrix(values, 0)
 
+    pred_rles: dict[int, dict | None] = {}
+    gt_rles: dict[int, dict | None] = {}
+    if gate is not None and gate > 0.0:
+        # Rasterize the shapes that need it anyway, then drop pairs that cannot reach the gate.
+        _rasterize_into(pred_rles, pred, np.flatnonzero(rest.any(axis=1) & ~pred.exact_box), resolution)
+        _rasterize_into(gt_rles, gt, np.flatnonzero(rest.any(axis=0) & ~gt.exact_box), resolution)
+        bound = _iou_upper_bound(overlap, _areas(pred_rles, pred_rects), _areas(gt_rles, gt_rects))
+        rest &= ~(bound < gate)
+        if not rest.any():
+            return MaskIoUMatrix(values, 0)
+
     pred_rows = np.flatnonzero(rest.any(axis=1))
     gt_cols = np.flatnonzero(rest.any(axis=0))
-    pred_rles = _rasterize_rings(pred.canvas_rings(resolution, pred_rows), resolution)
-    gt_rles = _rasterize_rings(gt.canvas_rings(resolution, gt_cols), resolution)
-    pred_ok = np.array([rle is not None for rle in pred_rles], dtype=bool)
-    gt_ok = np.array([rle is not None for rle in gt_rles], dtype=bool)
-
-    block = np.full((pred_rows.size, gt_cols.size), np.nan)
-    if pred_ok.any() and gt_ok.any():
-        block[np.ix_(pred_ok, gt_ok)] = _iou_block(
-            [rle for rle in pred_rles if rle is not None], [rle for rle in gt_rles if rle is not None]
-        )
-    requested = rest[np.ix_(pred_rows, gt_cols)]
-    failed = requested & ~np.isfinite(block)
-    block = np.where(failed, 0.0, np.clip(block, 0.0, 1.0))
+    _rasterize_into(pred_rles, pred, np.array([i for i in pred_rows.tolist() if i not in pred_rles]), resolution)
+    _rasterize_into(gt_rles, gt, np.array([j for j in gt_cols.tolist() if j not in gt_rles]), resolution)
+    row_rles = [pred_rles[i] for i in pred_rows.tolist()]
+    col_rles = [gt_rles[j] for j in gt_cols.tolist()]
+    if None in row_rles or None in col_rles:
+        pred_ok = np.array([rle is not None for rle in row_rles], dtype=bool)
+        gt_ok = np.array([rle is not None for rle in col_rles], dtype=bool)
+        block = np.full((pred_rows.size, gt_cols.size), np.nan)
+        if pred_ok.any() and gt_ok.any():
+            block[np.ix_(pred_ok, gt_ok)] = _iou_block(
+                [rle for rle in row_rles if rle is not None], [rle for rle in col_rles if rle is not None]
+            )
+    else:
+        block = _iou_block(row_rles, col_rles)
     where = np.ix_(pred_rows, gt_cols)
-    values[where] = np.where(requested, block, values[where])
+    requested = rest[where]
+    failed = requested & ~np.isfinite(block)
+    computed = np.where(failed, 0.0, np.clip(block, 0.0, 1.0))
+    values[where] = np.where(requested, computed, values[where])
     return MaskIoUMatrix(values, int(failed.sum()))
+
+
+def _rasterize_into(rles: dict[int, dict | None], batch: GeometryBatch, rows: np.ndarray, resolution: int) -> None:
+    if rows.size:
+        rles.update(zip(rows.tolist(), _rasterize_rings(batch.canvas_rings(resolution, rows), resolution)))
+
+
+def _areas(rles: dict[int, dict | None], rects: np.ndarray) -> np.ndarray:
+    """Raster area per geometry: from its RLE where rasterized, its rectangle's otherwise (exact for
+    a box; a failed raster gets NaN so that no bound excludes its pairs)."""
+    areas = np.maximum(rects[:, 2] - rects[:, 0], 0.0) * np.maximum(rects[:, 3] - rects[:, 1], 0.0)
+    for index, rle in rles.items():
+        areas[index] = np.nan if rle is None else float(coco_mask.area(rle))
+    return areas
+
+
+def _iou_upper_bound(overlap: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
+    """``min(overlap, |a|, |b|) / max(|a|, |b|)`` ``[A, B]`` (0 when both are empty; NaN stays NaN)."""
+    larger = np.maximum(area_a[:, None], area_b[None, :])
+    shared = np.minimum(np.minimum(overlap, area_a[:, None]), area_b[None, :])
+    with np.errstate(invalid="ignore"):
+        return np.divide(shared, larger, out=np.zeros(overlap.shape), where=~(larger <= 0.0))
 
 
 def maskiou_matrix(

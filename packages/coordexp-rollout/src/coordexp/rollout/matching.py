@@ -104,7 +104,7 @@ class MatchResult:
 
 def aabbs(geometries: Sequence[Geometry]) -> np.ndarray:
     """Axis-aligned boxes ``[n, 4]`` float64 ``(x1, y1, x2, y2)`` of the clamped points."""
-    return GeometryBatch.of(geometries).aabbs()
+    return GeometryBatch.of(geometries).aabb
 
 
 def aabb_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -133,10 +133,12 @@ def candidate_mask(pred_boxes: np.ndarray, gt_boxes: np.ndarray, top_k: int) -> 
         return mask
     k = min(top_k, n_gt)
     iou = aabb_iou_matrix(pred_boxes, gt_boxes)
-    gt_idx = np.broadcast_to(np.arange(n_gt), (n_pred, n_gt))
-    by_iou = np.lexsort((gt_idx, -iou), axis=-1)[:, :k]
-    by_distance = np.lexsort((gt_idx, center_sqdist_matrix(pred_boxes, gt_boxes)), axis=-1)[:, :k]
-    chosen = np.where((iou.max(axis=1) <= 0.0)[:, None], by_distance, by_iou)
+    # A stable sort keeps equal keys in gt_idx order: the (key, gt_idx) ranking of the module doc.
+    chosen = np.argsort(-iou, axis=-1, kind="stable")[:, :k]
+    far = iou.max(axis=1) <= 0.0
+    if far.any():
+        by_distance = np.argsort(center_sqdist_matrix(pred_boxes[far], gt_boxes), axis=-1, kind="stable")
+        chosen[far] = by_distance[:, :k]
     mask[np.arange(n_pred)[:, None], chosen] = True
     return mask
 
@@ -168,8 +170,8 @@ def match_batches(pred: GeometryBatch, gt: GeometryBatch, cfg: MatchingConfig = 
     if n_pred == 0 or n_gt == 0:
         return MatchResult((), tuple(range(n_pred)), tuple(range(n_gt)), 0, 0)
 
-    candidates = candidate_mask(pred.aabbs(), gt.aabbs(), cfg.candidate_top_k)
-    ious = maskiou_between(pred, gt, candidates, cfg.maskiou_resolution)
+    candidates = candidate_mask(pred.aabb, gt.aabb, cfg.candidate_top_k)
+    ious = maskiou_between(pred, gt, candidates, cfg.maskiou_resolution, gate=cfg.maskiou_gate)
     feasible = candidates & (np.nan_to_num(ious.values, nan=-1.0) >= cfg.maskiou_gate)
     gating_rejections = int((candidates & ~feasible).sum())
 

@@ -124,7 +124,7 @@ class OTTarget:
 
 def padded_size(n: int) -> int:
     """``n`` rounded up to a multiple of :data:`PAD_MULTIPLE` (the batch slot a problem of n points uses)."""
-    return -(-int(n) // PAD_MULTIPLE) * PAD_MULTIPLE
+    return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
 def pairwise_cost(pred_points: np.ndarray, gt_points: np.ndarray, cost: str) -> np.ndarray:
@@ -163,6 +163,32 @@ def _rounds(
     return u, v
 
 
+def _padded_plans(
+    cost: np.ndarray, n_rows: np.ndarray, n_cols: np.ndarray, epsilon: float, iters: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sinkhorn_plans` on checked inputs → (plans ``[B, N, M]``, bool mask of the real
+    entries ``[B, N, M]``)."""
+    _, size_n, size_m = cost.shape
+    real_row = (np.arange(size_n) < n_rows[:, None])[:, :, None]
+    real_col = (np.arange(size_m) < n_cols[:, None])[:, None, :]
+    real = real_row & real_col
+    log_kernel = np.minimum(np.maximum(cost / -epsilon, -LOG_KERNEL_FLOOR), LOG_KERNEL_FLOOR)
+    # Block-diagonal: the problem, 0 across, and a padding↔padding block of ones (module doc).
+    kernel = np.where(real, np.exp(log_kernel), real_row == real_col)
+    a = np.where(real_row, 1.0 / n_rows[:, None, None], 1.0)
+    b = np.where(real_col, 1.0 / n_cols[:, None, None], 1.0).transpose(0, 2, 1)
+    kernel_t = np.ascontiguousarray(kernel.transpose(0, 2, 1))
+    with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
+        u, v = _rounds(kernel, kernel_t, a, b, iters, guard=False)
+        unsettled = ~(np.isfinite(u).all(axis=(1, 2)) & np.isfinite(v).all(axis=(1, 2)))
+        if unsettled.any():
+            redo = np.flatnonzero(unsettled)
+            u[redo], v[redo] = _rounds(kernel[redo], kernel_t[redo], a[redo], b[redo], iters, guard=True)
+        plans = u * kernel * v.transpose(0, 2, 1)
+    plans *= real
+    return plans, real
+
+
 def sinkhorn_plans(
     cost: np.ndarray, n_rows: np.ndarray, n_cols: np.ndarray, epsilon: float, iters: int
 ) -> np.ndarray:
@@ -175,27 +201,14 @@ def sinkhorn_plans(
     cost = np.asarray(cost, dtype=np.float64)
     n_rows = np.asarray(n_rows, dtype=np.int64).reshape(-1)
     n_cols = np.asarray(n_cols, dtype=np.int64).reshape(-1)
+    if cost.ndim != 3:
+        raise CoordexpError(f"sinkhorn_plans needs a [B, N, M] cost, got shape {cost.shape}")
     batch, size_n, size_m = cost.shape
     if n_rows.shape != (batch,) or n_cols.shape != (batch,) or (n_rows < 1).any() or (n_cols < 1).any():
         raise CoordexpError(f"sinkhorn_plans needs {batch} row and column counts >= 1")
     if (n_rows > size_n).any() or (n_cols > size_m).any():
         raise CoordexpError(f"problem sizes exceed the padded cost shape {cost.shape}")
-    real_row = np.arange(size_n)[None, :] < n_rows[:, None]
-    real_col = np.arange(size_m)[None, :] < n_cols[:, None]
-    same_block = real_row[:, :, None] == real_col[:, None, :]
-    kernel = np.exp(np.clip(-cost / epsilon, -LOG_KERNEL_FLOOR, LOG_KERNEL_FLOOR))
-    kernel = np.where(same_block, np.where(real_row[:, :, None], kernel, 1.0), 0.0)
-    a = np.where(real_row, 1.0 / n_rows[:, None], 1.0)[:, :, None]
-    b = np.where(real_col, 1.0 / n_cols[:, None], 1.0)[:, :, None]
-    kernel_t = np.ascontiguousarray(kernel.transpose(0, 2, 1))
-    with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
-        u, v = _rounds(kernel, kernel_t, a, b, iters, guard=False)
-        unsettled = ~(np.isfinite(u).all(axis=(1, 2)) & np.isfinite(v).all(axis=(1, 2)))
-        if unsettled.any():
-            redo = np.flatnonzero(unsettled)
-            u[redo], v[redo] = _rounds(kernel[redo], kernel_t[redo], a[redo], b[redo], iters, guard=True)
-        plans = u * kernel * v.transpose(0, 2, 1)
-    return np.where(real_row[:, :, None] & real_col[:, None, :], plans, 0.0)
+    return _padded_plans(cost, n_rows, n_cols, epsilon, iters)[0]
 
 
 def sinkhorn_plan(cost: np.ndarray, epsilon: float, iters: int) -> np.ndarray:
@@ -208,7 +221,7 @@ def sinkhorn_plan(cost: np.ndarray, epsilon: float, iters: int) -> np.ndarray:
 
 
 def _round_bins(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.floor(x + 0.5), 0, MAX_BIN).astype(np.int64)
+    return np.minimum(np.maximum(np.floor(x + 0.5), 0), MAX_BIN).astype(np.int64)
 
 
 def _projection_failure(n_pred: int, n_gt: int) -> OTFailure:
@@ -283,48 +296,44 @@ def ot_targets(pred: Any, gt: Any, cfg: PolyOTConfig = PolyOTConfig()) -> OTTarg
     return _targets_from_projection(pred_geom.geom_key, len(pred_geom.values), projected)
 
 
+def _padded_rows(first: np.ndarray, counts: np.ndarray, size: int) -> np.ndarray:
+    """Point indices ``[B, size]``: ``first[k] + r`` for the ``counts[k]`` real rows, then the last
+    real row repeated (padding only has to be finite: its plan entries are exactly 0)."""
+    return first[:, None] + np.minimum(np.arange(size), counts[:, None] - 1)
+
+
 def _ot_group(
     pred: GeometryBatch,
     gt: GeometryBatch,
     pairs: Sequence[tuple[int, int]],
+    slot: tuple[int, int],
     cfg: PolyOTConfig,
 ) -> list[OTTarget | OTFailure]:
-    """One padded batch: every pair here pads to the same ``[N, M]`` slot."""
+    """One batch: every pair here pads to the same ``slot = (N, M)``."""
     pred_index = np.array([p for p, _ in pairs], dtype=np.int64)
     gt_index = np.array([g for _, g in pairs], dtype=np.int64)
-    pred_off, gt_off = pred.stack.offsets, gt.stack.offsets
-    n_rows = pred_off[pred_index + 1] - pred_off[pred_index]
-    n_cols = gt_off[gt_index + 1] - gt_off[gt_index]
-    pred_pts = _gather_padded(pred.stack.points, pred_off[pred_index], n_rows)
-    gt_pts = _gather_padded(gt.stack.points, gt_off[gt_index], n_cols)
+    pred_first, gt_first = pred.stack.offsets[pred_index], gt.stack.offsets[gt_index]
+    n_rows = pred.stack.offsets[pred_index + 1] - pred_first
+    n_cols = gt.stack.offsets[gt_index + 1] - gt_first
+    pred_pts = pred.stack.points[_padded_rows(pred_first, n_rows, slot[0])]
+    gt_pts = gt.stack.points[_padded_rows(gt_first, n_cols, slot[1])]
 
-    plans = sinkhorn_plans(pairwise_cost(pred_pts, gt_pts, cfg.cost), n_rows, n_cols, cfg.epsilon, cfg.iters)
+    plans, real = _padded_plans(pairwise_cost(pred_pts, gt_pts, cfg.cost), n_rows, n_cols, cfg.epsilon, cfg.iters)
     projected, mass = _project(plans, gt_pts)
-    real_row = np.arange(plans.shape[1])[None, :] < n_rows[:, None]
-    sound = np.isfinite(plans).all(axis=(1, 2)) & ((mass > 0) | ~real_row).all(axis=1)
+    sound = np.isfinite(plans).all(axis=(1, 2)) & ((mass > 0) | ~real.any(axis=2)).all(axis=1)
     # Rounding is monotone, so a bbox target (the AABB of rounded corners) equals the rounded AABB.
     rounded = _round_bins(projected).tolist()
+    is_box = pred.is_box[pred_index].tolist()
     out: list[OTTarget | OTFailure] = []
-    for k, p in enumerate(pred_index.tolist()):
-        n = int(n_rows[k])
+    for k, n in enumerate(n_rows.tolist()):
+        points = rounded[k][:n]
         if not sound[k]:
             out.append(_projection_failure(n, int(n_cols[k])))
-        elif pred.is_box[p]:
-            xs = [point[0] for point in rounded[k][:n]]
-            ys = [point[1] for point in rounded[k][:n]]
+        elif is_box[k]:
+            xs, ys = [x for x, _ in points], [y for _, y in points]
             out.append(OTTarget(BBOX_KEY, (min(xs), min(ys), max(xs), max(ys)), "ot"))
         else:
-            out.append(OTTarget(POLY_KEY, tuple(v for point in rounded[k][:n] for v in point), "ot"))
-    return out
-
-
-def _gather_padded(points: np.ndarray, first: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``[B, padded_size(max count), 2]``: rows ``first[k] : first[k] + counts[k]`` of ``points``, zero-padded."""
-    batch = len(counts)
-    out = np.zeros((batch, padded_size(int(counts.max())), 2))
-    owner = np.repeat(np.arange(batch), counts)
-    row = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    out[owner, row] = points[np.repeat(first, counts) + row]
+            out.append(OTTarget(POLY_KEY, tuple(v for point in points for v in point), "ot"))
     return out
 
 
@@ -343,21 +352,20 @@ def ot_targets_many(
     ones are excluded.
     """
     results: list[OTTarget | OTFailure | None] = [None] * len(pairs)
+    pred_sizes = np.diff(pred.stack.offsets).tolist()
+    gt_sizes = np.diff(gt.stack.offsets).tolist()
+    pred_box, gt_box = pred.is_box.tolist(), gt.is_box.tolist()
     groups: dict[tuple[int, int], list[int]] = {}
     for k, (p, g) in enumerate(pairs):
-        if pred.is_box[p] and gt.is_box[g]:
-            values = _round_bins(gt.stack.points[gt.stack.offsets[g] + np.array([0, 2])].reshape(-1))
+        if pred_box[p] and gt_box[g]:
+            values = _round_bins(gt.aabb[g])
             results[k] = OTTarget(BBOX_KEY, tuple(values.tolist()), "gt")
-            continue
-        slot = (
-            padded_size(pred.stack.offsets[p + 1] - pred.stack.offsets[p]),
-            padded_size(gt.stack.offsets[g + 1] - gt.stack.offsets[g]),
-        )
-        groups.setdefault(slot, []).append(k)
-    for members in groups.values():
+        else:
+            groups.setdefault((padded_size(pred_sizes[p]), padded_size(gt_sizes[g])), []).append(k)
+    for slot, members in groups.items():
         group_pairs = [pairs[k] for k in members]
         try:
-            found = _ot_group(pred, gt, group_pairs, cfg)
+            found = _ot_group(pred, gt, group_pairs, slot, cfg)
         except Exception:  # noqa: BLE001 - isolate the failing pairs below (spec 03 §3.5 step 5)
             found = []
             for p, g in group_pairs:

@@ -36,7 +36,7 @@ from coordexp.core.coordjson.parse import ParseResult, parse
 from coordexp.core.coordjson.serialize import FIELD_ORDERS, CoordObject
 from coordexp.core.errors import ConfigError, DataContractError, PipelineError
 from coordexp.rollout.backend import RolloutOutput
-from coordexp.rollout.codec import TextCodec, check_codec
+from coordexp.rollout.codec import TextCodec, check_codec, token_lengths
 from coordexp.rollout.counters import SampleCounters
 from coordexp.rollout.decoding import DecodeParams
 from coordexp.rollout.maskiou import GeometryBatch
@@ -305,7 +305,7 @@ class RolloutPreparer:
         codec, cfg = self.codec, self.cfg
         ids = np.asarray(response_ids, dtype=np.int64)
         per_token = codec.token_bytes(ids)
-        full = token_char_spans(per_token)
+        full = token_char_spans(per_token, token_lengths(codec, ids, per_token))
         stop = hard_stop(ids, full, codec.stop_ids)
         kept = full.truncated(stop.n_tokens, stop.n_chars)
         result = parse(
@@ -331,8 +331,8 @@ class RolloutPreparer:
         preds = [record for record in records if record.valid]
         # Valid records and CoordObjects already hold checked CoordJSON geometries: stack them
         # once, unvalidated; matching and OT share the stacks.
-        pred_geoms = GeometryBatch.from_values([r.geom_key for r in preds], [r.values for r in preds])
-        gt_geoms = GeometryBatch.from_values([o.geom_key for o in gt], [o.values for o in gt])
+        pred_geoms = GeometryBatch.from_bins([r.geom_key for r in preds], [r.values for r in preds])
+        gt_geoms = GeometryBatch.from_bins([o.geom_key for o in gt], [o.values for o in gt])
         result = match_batches(pred_geoms, gt_geoms, self.cfg.matching)
         ot_pairs = [
             (p, g)

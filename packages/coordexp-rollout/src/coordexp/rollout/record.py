@@ -51,6 +51,22 @@ def _int_array(value: Any, what: str, ndim: int = 1, width: int | None = None) -
     return frozen
 
 
+def _built(cls: type, **fields: Any) -> Any:
+    """An instance of the frozen attrs class ``cls`` from fields already in their final form, without
+    running ``__init__``'s conversion and checks.
+
+    For tables that :mod:`coordexp.rollout.targets` has just built as fresh int64 arrays: they go
+    straight into a :class:`RolloutTarget`, whose validation checks the whole record (the boundary),
+    so checking each table on its own first would only repeat that work per sample.
+    """
+    instance = object.__new__(cls)
+    for name, value in fields.items():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+        object.__setattr__(instance, name, value)
+    return instance
+
+
 def _readonly(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
@@ -82,6 +98,12 @@ class CoordSlots:
     @classmethod
     def empty(cls) -> CoordSlots:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    @classmethod
+    def built(cls, pos: np.ndarray, target_bin: np.ndarray, object: np.ndarray, slot: np.ndarray) -> CoordSlots:
+        """From fresh int64 ``[n]`` arrays made by trusted code, unchecked (see :func:`_built`);
+        :class:`RolloutTarget` checks them."""
+        return _built(cls, pos=pos, target_bin=target_bin, object=object, slot=slot)
 
     def __len__(self) -> int:
         return int(self.pos.shape[0])
@@ -124,6 +146,15 @@ class BBoxGroupTable:
         e = np.zeros(0, np.int64)
         return cls(z, z, e, e, np.zeros(0, np.float32))
 
+    @classmethod
+    def built(
+        cls, pos: np.ndarray, target: np.ndarray, gt_index: np.ndarray, pred_index: np.ndarray
+    ) -> BBoxGroupTable:
+        """From fresh int64 arrays (``[G, 4]``, ``[G, 4]``, ``[G]``, ``[G]``) made by trusted code,
+        weight 1.0, unchecked (see :func:`_built`); :class:`RolloutTarget` checks them."""
+        weight = np.ones(len(gt_index), dtype=np.float32)
+        return _built(cls, pos=pos, target=target, gt_index=gt_index, pred_index=pred_index, weight=weight)
+
     def __len__(self) -> int:
         return int(self.pos.shape[0])
 
@@ -143,6 +174,12 @@ class PolyGroup:
                 f"PolyGroup: pos and target need the same even length >= 6, got {len(self.pos)} and "
                 f"{len(self.target)}"
             )
+
+    @classmethod
+    def built(cls, pos: tuple[int, ...], target: tuple[int, ...], gt_index: int, pred_index: int) -> PolyGroup:
+        """From int tuples made by trusted code, unchecked (see :func:`_built`); :class:`RolloutTarget`
+        checks them."""
+        return _built(cls, pos=pos, target=target, gt_index=gt_index, pred_index=pred_index)
 
 
 @attrs.frozen
@@ -340,13 +377,18 @@ class RolloutTarget:
                 f"does not belong {'before' if bad < self.prefix_len else 'after'} "
                 f"prefix_len={self.prefix_len}"
             )
-        eos_type = np.flatnonzero(self.token_type == int(TokenType.EOS)).tolist()
-        eos_kind = np.flatnonzero(kinds == int(SpanKind.EOS)).tolist()
-        if eos_type != [n - 1] or eos_kind != [n - 1]:
+        eos_type, eos_kind = int(TokenType.EOS), int(SpanKind.EOS)
+        if (
+            self.token_type[-1] != eos_type
+            or kinds[-1] != eos_kind
+            or (self.token_type[:-1] == eos_type).any()
+            or (kinds[:-1] == eos_kind).any()
+        ):
             raise PipelineError(
                 "RolloutTarget: the eos must be the last token and the only eos (type and span kind)"
             )
         slots = (self.coord_slots_prefix, self.coord_slots_fn)
+        self._check_tables()
         self._check_slots(
             self.coord_slots_prefix, 0, self.prefix_len, SpanKind.PREFIX_MATCHED, "coord_slots_prefix"
         )
@@ -392,6 +434,44 @@ class RolloutTarget:
                         f"poly_groups_prefix[{k}]",
                     )
 
+    def _check_tables(self) -> None:
+        """What the tables' own constructors check, for tables built unchecked (:func:`_built`)."""
+        for name in ("coord_slots_prefix", "coord_slots_fn"):
+            table = getattr(self, name)
+            arrays = (table.pos, table.target_bin, table.object, table.slot)
+            if any(a.dtype != np.int64 or a.ndim != 1 or a.shape != arrays[0].shape for a in arrays):
+                raise PipelineError(f"RolloutTarget.{name}: pos, target_bin, object and slot must be int64 [n]")
+            if len(table) and (
+                table.target_bin.min() < 0
+                or table.target_bin.max() > MAX_BIN
+                or table.object.min() < 0
+                or table.slot.min() < 0
+            ):
+                raise PipelineError(
+                    f"RolloutTarget.{name}: target bins must lie in 0..{MAX_BIN}, objects and slots >= 0"
+                )
+        for name in ("bbox_groups_prefix", "bbox_groups_fn"):
+            table = getattr(self, name)
+            g = table.gt_index.shape[0]
+            if (
+                table.pos.shape != (g, 4)
+                or table.target.shape != (g, 4)
+                or table.pred_index.shape != (g,)
+                or table.weight.shape != (g,)
+                or table.pos.dtype != np.int64
+                or table.target.dtype != np.int64
+            ):
+                raise PipelineError(f"RolloutTarget.{name}: groups need pos/target int64 [G, 4] and [G] indices")
+            if g and (table.gt_index.min() < 0 or table.pred_index.min() < -1):
+                raise PipelineError(f"RolloutTarget.{name}: gt_index must be >= 0 and pred_index >= -1")
+            if g and not (np.isfinite(table.weight).all() and table.weight.min() >= 0):
+                raise PipelineError(f"RolloutTarget.{name}: weights must be finite and >= 0")
+        for k, group in enumerate(self.poly_groups_prefix):
+            if len(group.pos) != len(group.target) or len(group.pos) < 6 or len(group.pos) % 2:
+                raise PipelineError(
+                    f"RolloutTarget.poly_groups_prefix[{k}]: pos and target need the same even length >= 6"
+                )
+
     def _check_slots(self, slots: CoordSlots, low: int, high: int, kind: SpanKind, what: str) -> None:
         if not len(slots):
             return
@@ -418,9 +498,10 @@ class RolloutTarget:
             return
         if pos.min() < low or pos.max() >= high:
             raise PipelineError(f"RolloutTarget.{what}: positions must lie in [{low}, {high})")
-        bad = np.flatnonzero(target_of[pos.reshape(-1)] != target.reshape(-1))
-        if bad.size:
-            p, t = int(pos.reshape(-1)[bad[0]]), int(target.reshape(-1)[bad[0]])
+        differs = target_of[pos.reshape(-1)] != target.reshape(-1)
+        if differs.any():
+            bad = int(np.argmax(differs))
+            p, t = int(pos.reshape(-1)[bad]), int(target.reshape(-1)[bad])
             raise PipelineError(
                 f"RolloutTarget.{what}: position {p} is not a coord slot with target {t} "
                 f"(slot target {int(target_of[p])}, -1 = no slot)"

@@ -32,7 +32,7 @@ from coordexp.core.coordjson.serialize import (
 )
 from coordexp.core.errors import PipelineError
 from coordexp.core.tokens import SpanKind, TokenType, span_kinds_for_tokens, token_types_for_tokens
-from coordexp.rollout.codec import TextCodec, coord_mask_for
+from coordexp.rollout.codec import TextCodec, coord_mask_for, token_lengths
 from coordexp.rollout.record import (
     BBoxGroupTable,
     CoordSlots,
@@ -188,7 +188,8 @@ def build_rollout_target(
     prefix_len = len(trim.prefix_ids)
     if prefix_bytes is None or len(prefix_bytes) != prefix_len:
         prefix_bytes = codec.token_bytes(trim.prefix_ids)
-    spans = token_char_spans([*prefix_bytes, *codec.token_bytes([*fragment_ids, codec.eos_id])])
+    all_bytes = [*prefix_bytes, *codec.token_bytes([*fragment_ids, codec.eos_id])]
+    spans = token_char_spans(all_bytes, token_lengths(codec, y_train, all_bytes))
     n_prefix_chars = len(trim.prefix_text)
     expected = trim.prefix_text + fragment.text + EOS_LITERAL
     if spans.text != expected:
@@ -280,21 +281,20 @@ def _prefix_slots(
     pos = np.fromiter(itertools.chain.from_iterable(e.coord_positions for _, e in matched), np.int64, total)
     target = np.fromiter(itertools.chain.from_iterable(e.target for _, e in matched), np.int64, total)
     obj, slot = _slot_numbering(np.fromiter((i for i, _ in matched), np.int64, len(matched)), arity)
-    slots = CoordSlots(pos, target, obj, slot)
+    slots = CoordSlots.built(pos, target, obj, slot)
     boxes = [e for _, e in matched if e.geom_key == BBOX_KEY]
     polys = tuple(
-        PolyGroup(e.coord_positions, e.target, e.gt_index, e.pred_index)
+        PolyGroup.built(tuple(e.coord_positions), tuple(e.target), e.gt_index, e.pred_index)
         for _, e in matched
         if e.geom_key != BBOX_KEY
     )
     if not boxes:
         return slots, BBoxGroupTable.empty(), polys
-    groups = BBoxGroupTable(
-        np.array([e.coord_positions for e in boxes], dtype=np.int64),
-        np.array([e.target for e in boxes], dtype=np.int64),
+    groups = BBoxGroupTable.built(
+        np.array([e.coord_positions for e in boxes], dtype=np.int64).reshape(-1, 4),
+        np.array([e.target for e in boxes], dtype=np.int64).reshape(-1, 4),
         np.array([e.gt_index for e in boxes], dtype=np.int64),
         np.array([e.pred_index for e in boxes], dtype=np.int64),
-        np.ones(len(boxes), dtype=np.float32),
     )
     return slots, groups, polys
 
@@ -313,18 +313,16 @@ def _fn_slots(
         itertools.chain.from_iterable(o.values for o in fn_objects), np.int64, int(arity_array.sum())
     )
     objects, slot = _slot_numbering(first_object + np.arange(len(fn_objects), dtype=np.int64), arity_array)
-    slots = CoordSlots(positions, values, objects, slot)
+    slots = CoordSlots.built(positions.astype(np.int64), values, objects, slot)
     boxes = np.fromiter((o.geom_key == BBOX_KEY for o in fn_objects), dtype=bool, count=len(fn_objects))
     if not boxes.any():
         return slots, BBoxGroupTable.empty()
-    box_first = (np.cumsum(arity_array) - arity_array)[boxes]
-    take = box_first[:, None] + np.arange(4)
-    groups = BBoxGroupTable(
-        positions[take],
+    take = (np.cumsum(arity_array) - arity_array)[boxes][:, None] + np.arange(4)
+    groups = BBoxGroupTable.built(
+        positions[take].astype(np.int64),
         values[take],
         np.asarray(fn_list, dtype=np.int64)[boxes],
         np.full(int(boxes.sum()), -1, dtype=np.int64),
-        np.ones(int(boxes.sum()), dtype=np.float32),
     )
     return slots, groups
 

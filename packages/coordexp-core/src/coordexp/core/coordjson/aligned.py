@@ -11,6 +11,7 @@ and drops a record as ``coord_misaligned`` when the ids disagree with the parsed
 from __future__ import annotations
 
 import codecs
+import itertools
 import threading
 from collections.abc import Collection, Sequence
 from typing import Literal
@@ -177,15 +178,23 @@ class TokenText:
         )
 
 
-def token_char_spans(token_bytes: Sequence[bytes]) -> TokenText:
+def token_char_spans(token_bytes: Sequence[bytes], lengths: np.ndarray | None = None) -> TokenText:
     """Per-position token bytes → :class:`TokenText` (D44: decode the bytes once, never re-encode text).
 
     Invalid UTF-8 decodes as ``bytes.decode("utf-8", errors="replace")`` does, and every byte of a
     replaced subpart maps to its U+FFFD. Vectorized: the byte → character map is a cumulative sum.
+    ``lengths``: int ``[T]`` byte length of each entry when the caller already has them (a
+    tokenizer's length table); they must equal ``len`` of each entry.
     """
-    lengths = np.fromiter(map(len, token_bytes), dtype=np.int64, count=len(token_bytes))
-    text, char_of_byte = _decode_with_char_map(b"".join(token_bytes))
+    if lengths is None:
+        lengths = np.fromiter(map(len, token_bytes), dtype=np.int64, count=len(token_bytes))
+    elif len(lengths) != len(token_bytes):
+        raise ValueError(f"{len(lengths)} lengths for {len(token_bytes)} tokens")
+    data = b"".join(token_bytes)
     byte_ends = np.cumsum(lengths)
+    if byte_ends.size and int(byte_ends[-1]) != len(data):
+        raise ValueError(f"the lengths add up to {int(byte_ends[-1])} bytes, the tokens hold {len(data)}")
+    text, char_of_byte = _decode_with_char_map(data)
     byte_starts = byte_ends - lengths
     starts = char_of_byte[byte_starts]
     ends = np.where(lengths > 0, char_of_byte[np.maximum(byte_ends - 1, 0)] + 1, starts)
@@ -242,7 +251,7 @@ def hard_stop(
     if not eos_literal:
         raise ValueError("eos_literal must be a non-empty string")
     eos = np.fromiter((int(e) for e in eos_ids), dtype=np.int64)
-    hits = np.flatnonzero(np.isin(ids, eos)) if eos.size else np.empty(0, dtype=np.int64)
+    hits = np.flatnonzero((ids[:, None] == eos[None, :]).any(axis=1)) if eos.size else np.empty(0, dtype=np.int64)
     literal_at = text.text.find(eos_literal)
     id_stop = int(hits[0]) if hits.size else None
     id_chars = int(text.starts[id_stop]) if id_stop is not None else None
@@ -299,29 +308,40 @@ def extract_coord_positions(
         raise ValueError(f"{len(ids)} token ids but {len(text)} token spans")
     bins = vocab.bins_of_array(ids)
     coord_positions = np.flatnonzero(bins >= 0)
-    coord_starts = text.starts[coord_positions]
     valid = [record for record in result.records if record.valid]
     positions: list[tuple[int, ...]] = [()] * len(result.records)
+    if not valid:
+        return AlignedParse(result=result, coord_positions=tuple(positions), token_text=text)
+    count = len(valid)
+    span_starts = np.fromiter((record.geom_span[0] for record in valid), dtype=np.int64, count=count)
+    span_ends = np.fromiter((record.geom_span[1] for record in valid), dtype=np.int64, count=count)
+    arity = np.fromiter((len(record.values) for record in valid), dtype=np.int64, count=count)
+    coord_starts = text.starts[coord_positions]
+    lows = np.searchsorted(coord_starts, span_starts, side="left")
+    highs = np.searchsorted(coord_starts, span_ends, side="left")
+    # Records holding exactly their arity of coord tokens; their tokens are compared all at once.
+    sized = (highs - lows) == arity
+    aligned = sized.copy()
+    if sized.any():
+        take = np.repeat(lows[sized], arity[sized]) + (
+            np.arange(int(arity[sized].sum())) - np.repeat(np.cumsum(arity[sized]) - arity[sized], arity[sized])
+        )
+        values = np.fromiter(
+            itertools.chain.from_iterable(r.values for r, ok in zip(valid, sized.tolist()) if ok), dtype=np.int64
+        )
+        token_ok = (bins[coord_positions[take]] == values) & (
+            text.ends[coord_positions[take]] <= np.repeat(span_ends[sized], arity[sized])
+        )
+        first = np.cumsum(arity[sized]) - arity[sized]
+        aligned[sized] = np.logical_and.reduceat(token_ok, first)
+    position_list = coord_positions.tolist()
     records: list[ParsedRecord] = list(result.records)
-    if valid:
-        span_starts = np.fromiter((record.geom_span[0] for record in valid), dtype=np.int64, count=len(valid))
-        span_ends = np.fromiter((record.geom_span[1] for record in valid), dtype=np.int64, count=len(valid))
-        lows = np.searchsorted(coord_starts, span_starts, side="left").tolist()
-        highs = np.searchsorted(coord_starts, span_ends, side="left").tolist()
-        position_list = coord_positions.tolist()
-        bin_list = bins[coord_positions].tolist()
-        end_list = text.ends[coord_positions].tolist()
-        for record, low, high, span_end in zip(valid, lows, highs, span_ends.tolist()):
-            aligned = (
-                high - low == len(record.values)
-                and tuple(bin_list[low:high]) == record.values
-                and all(end <= span_end for end in end_list[low:high])
-            )
-            if aligned:
-                positions[record.index] = tuple(position_list[low:high])
-            else:
-                records[record.index] = record.dropped("coord_misaligned")
-    updated = result.with_records(records) if len(valid) != sum(r.valid for r in records) else result
+    for record, ok, low, high in zip(valid, aligned.tolist(), lows.tolist(), highs.tolist()):
+        if ok:
+            positions[record.index] = tuple(position_list[low:high])
+        else:
+            records[record.index] = record.dropped("coord_misaligned")
+    updated = result if aligned.all() else result.with_records(records)
     return AlignedParse(result=updated, coord_positions=tuple(positions), token_text=text)
 
 

@@ -439,15 +439,25 @@ def _skip_value(text: str, n: int, i: int) -> int:
         state = _AFTER_VALUE
 
 
+def _scan_canonical_coord_array(text: str, i: int) -> tuple[int, list[int]] | None:
+    """The canonical array ``[<|coord_a|>, <|coord_b|>, ...]`` at ``text[i] == '['`` → (offset after
+    ``]``, bins), or None for anything else (the general scanner reads it then, with the same result
+    on canonical text). No literal holds ``]``, so the first ``]`` closes the array iff every
+    ``", "``-separated piece before it is a canonical literal."""
+    close = text.find("]", i + 1)
+    if close <= i + 1:
+        return None
+    bins = list(map(_BIN_OF_LITERAL.get, text[i + 1 : close].split(_ITEM_SEPARATOR)))
+    if None in bins:
+        return None
+    return close + 1, bins
+
+
 def _scan_coord_array(text: str, n: int, i: int) -> tuple[int, list[int]]:
     """Array at ``text[i] == '['`` → (offset after ``]``, per item its bin, −1 if not a valid coord literal)."""
-    # Fast path for the canonical form "[<|coord_a|>, <|coord_b|>, ...]": no literal holds "]", so
-    # the first "]" closes the array iff every ", "-separated piece before it is a canonical literal.
-    close = text.find("]", i + 1)
-    if close > i + 1:
-        bins = list(map(_BIN_OF_LITERAL.get, text[i + 1 : close].split(_ITEM_SEPARATOR)))
-        if None not in bins:
-            return close + 1, bins
+    canonical = _scan_canonical_coord_array(text, i)
+    if canonical is not None:
+        return canonical
     items: list[int] = []
     j = _next_at(text, n, i + 1)
     if text[j] == "]":
@@ -512,6 +522,64 @@ def _scan_object(text: str, n: int, i: int) -> tuple[int, list[_Member]]:
         j = _next_at(text, n, j + 1)
 
 
+_DESC_MEMBER_OPEN = '"desc": "'
+_GEOM_MEMBER_OPENS: tuple[tuple[str, str], ...] = tuple((key, f'"{key}": [') for key in ("bbox_2d", "poly"))
+
+
+def _plain_string_end(text: str, p: int) -> int:
+    """Offset of the closing quote of a string whose characters start at ``p`` when it has no
+    escape and no control character (the string is then its own value), else −1."""
+    q = text.find('"', p)
+    if q < 0:
+        return -1
+    value = text[p:q]
+    if "\\" in value or (value and min(value) < " "):
+        return -1
+    return q
+
+
+def _canonical_geometry(text: str, g: int) -> tuple[str, int, int, list[int]] | None:
+    """``"<geom>": [coords]`` at ``g`` → (key, offset of ``[``, offset after ``]``, bins) or None."""
+    for key, opener in _GEOM_MEMBER_OPENS:
+        if text.startswith(opener, g):
+            a = g + len(opener) - 1
+            array = _scan_canonical_coord_array(text, a)
+            return None if array is None else (key, a, array[0], array[1])
+    return None
+
+
+def _scan_canonical_object(text: str, i: int) -> tuple[int, list[_Member]] | None:
+    """A canonical record (01 §1.3) at ``text[i] == '{'`` → (offset after ``}``, members), or None.
+
+    Canonical: ``{"desc": "S", "<geom>": [coords]}`` or ``{"<geom>": [coords], "desc": "S"}`` with
+    exactly the whitespace shown, ``S`` free of escapes and control characters and canonical coord
+    literals. Rollouts are almost entirely canonical, and this reads such a record with a handful of
+    ``str`` operations; anything else returns None and :func:`_scan_object` reads it. On canonical
+    text both give the same members, so the fast path never changes a parse.
+    """
+    if text.startswith(_DESC_MEMBER_OPEN, i + 1):
+        p = i + 1 + len(_DESC_MEMBER_OPEN)
+        q = _plain_string_end(text, p)
+        if q < 0 or not text.startswith(_ITEM_SEPARATOR, q + 1):
+            return None
+        geometry = _canonical_geometry(text, q + 1 + len(_ITEM_SEPARATOR))
+        if geometry is None or not text.startswith("}", geometry[2]):
+            return None
+        key, a, end, bins = geometry
+        return end + 1, [("desc", "str", (p, q), text[p:q], False), (key, "arr", (a, end), bins, False)]
+    geometry = _canonical_geometry(text, i + 1)
+    if geometry is None:
+        return None
+    key, a, end, bins = geometry
+    if not text.startswith(_ITEM_SEPARATOR + _DESC_MEMBER_OPEN, end):
+        return None
+    p = end + len(_ITEM_SEPARATOR) + len(_DESC_MEMBER_OPEN)
+    q = _plain_string_end(text, p)
+    if q < 0 or not text.startswith("}", q + 1):
+        return None
+    return q + 2, [(key, "arr", (a, end), bins, False), ("desc", "str", (p, q), text[p:q], False)]
+
+
 def _open_container(text: str, n: int, i: int) -> int:
     """``{ "objects" : [`` at ``text[i] == '{'`` → offset after the ``[``."""
     j = _next_at(text, n, i + 1)
@@ -569,7 +637,7 @@ def _classify(index: int, span: Span, members: list[_Member], geometry_policy: s
         geom_key = geom_member[0]
         if geom_member[1] == "arr":
             geom_is_array, geom_span, items = True, geom_member[2], geom_member[3]
-    coords_ok = geom_is_array and all(k >= 0 for k in items)
+    coords_ok = geom_is_array and (not items or min(items) >= 0)
     values = tuple(items) if coords_ok else ()
 
     field_order = None
@@ -705,7 +773,8 @@ def _scan_body(text: str, n: int, open_end: int, geometry_policy: str) -> _Body:
         index = len(body.records)
         try:
             if char == "{":
-                end, members = _scan_object(text, n, i)
+                canonical = _scan_canonical_object(text, i)
+                end, members = canonical if canonical is not None else _scan_object(text, n, i)
                 record = _classify(index, (i, end), members, geometry_policy)
             else:
                 end = _skip_value(text, n, i)
