@@ -383,3 +383,35 @@ def test_config_bounds():
         with pytest.raises(ValueError, match="target_truncate"):
             CoordRegConfig(target_truncate=bad)
     assert CoordRegConfig(entropy_weight=-2).entropy_weight == -2.0
+
+
+# ------------------------------------------------------------------------- C8 across modules
+
+
+def _stage1_pipeline(token_ce_config, coord_reg_config):
+    from coordexp.core.pipeline.spec import resolve_pipeline
+    from coordexp.core.plugins.protocol import Strategy
+    from coordexp.core.plugins.registry import ModuleRegistry
+
+    raw = {"objective": [{"name": "token_ce", "config": token_ce_config}, {"name": "coord_reg", "config": coord_reg_config}]}
+    return resolve_pipeline(
+        raw,
+        variant="stage1",
+        path="stage1.pipeline",
+        strategy=Strategy(trainer_variant="stage1", packing="none", max_length=2048),
+        registry=ModuleRegistry(environ={}),
+    )
+
+
+def test_text_gate_refuses_a_token_ce_that_zeroes_a_gated_weight():
+    from coordexp.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"stage1\.pipeline\.objective\[1\]\.config\.text_gate_weight.*desc"):
+        _stage1_pipeline({"desc_ce_weight": 0.0}, {"text_gate_weight": 0.5})
+
+
+def test_text_gate_accepts_any_positive_token_ce_weights():
+    resolved = _stage1_pipeline({"desc_ce_weight": 0.25, "struct_ce_weight": 2.0}, {"text_gate_weight": 0.5})
+    assert [m.name for m in resolved.objective] == ["token_ce", "coord_reg"]
+    # without text_gate the zeroed desc weight is fine
+    _stage1_pipeline({"desc_ce_weight": 0.0}, {"text_gate_weight": 0.0})

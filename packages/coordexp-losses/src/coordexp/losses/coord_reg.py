@@ -18,18 +18,21 @@ Coord atoms are weighted means over the coord rows (row weight: its bbox group w
 ``coord_reg/<text ctx>/text_gate_rows``. Atoms with weight 0 are not computed.
 
 The text-gate rows are the §2.4 ✓ rows for token_ce's *default* weights (every non-coord, non-eos
-row except matched-prefix desc): a module sees only its own config, so coord_reg cannot read a
-changed token_ce weight (see ``masking.text_gate_rows`` and docs/plugins.md).
+row except matched-prefix desc): a module sees only its own config at run time. Only the positivity
+of those weights decides the rows, so ``validate_peers`` refuses a pipeline whose token_ce zeroes a
+weight text_gate gates on (the rows would differ); any other token_ce weights give the same rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Optional
 
 import attrs
 import torch
 
 from coordexp.core.context import COORD_LOGIT_CLAMP, TeacherForcingContext
+from coordexp.core.errors import ConfigError
 from coordexp.core.plugins.protocol import AtomTerm, ModuleOutput, ObjectiveModule
 from coordexp.losses import coord_terms
 from coordexp.losses.config_fields import (
@@ -106,6 +109,28 @@ class CoordReg(ObjectiveModule):
     name: ClassVar[str] = "coord_reg"
     atoms: ClassVar[tuple[str, ...]] = tuple(ATOM_WEIGHT_KEYS)
     Config: ClassVar[type] = CoordRegConfig
+
+    def validate_peers(self, cfg: CoordRegConfig, peers: Mapping[str, Any]) -> None:
+        """text_gate's row set is "token_ce rows with w > 0, minus eos" (02 §2.4, C8). Modules see
+        only their own config at run time, so text_gate uses the default token_ce weights; their
+        positivity pattern is all that decides the rows. A token_ce config that zeroes one of
+        those weights would change the rows, so that combination is refused instead of computed
+        on the wrong rows."""
+        token_ce = peers.get("token_ce")
+        if cfg.text_gate_weight == 0.0 or token_ce is None or not callable(getattr(token_ce, "token_weights", None)):
+            return
+        authored = token_ce.token_weights()
+        zeroed = [
+            name
+            for name in ("struct", "desc", "fn_desc", "matched_prefix_struct")
+            if (getattr(authored, name) > 0) != (getattr(DEFAULT_TOKEN_WEIGHTS, name) > 0)
+        ]
+        if zeroed:
+            raise ConfigError(
+                "text_gate_weight",
+                f"text_gate needs every token_ce row weight it gates on to be > 0, but token_ce sets "
+                f"{', '.join(zeroed)} to 0; set text_gate_weight: 0.0 or keep those token_ce weights > 0",
+            )
 
     def atom_weights(self, cfg: CoordRegConfig) -> dict[str, float]:
         return {atom: float(getattr(cfg, key)) for atom, key in ATOM_WEIGHT_KEYS.items()}

@@ -584,6 +584,20 @@ def _inject_flat_knobs(
     return origins
 
 
+def _check_peers(objective: Sequence[ResolvedModule], path: str) -> None:
+    """Let every enabled objective refuse the other enabled objectives' settings (protocol
+    ``validate_peers``); errors get the module's YAML path."""
+    enabled = [m for m in objective if m.enabled]
+    for index, module in enumerate(objective):
+        if not module.enabled:
+            continue
+        peers = MappingProxyType({m.name: m.config for m in enabled if m is not module})
+        try:
+            module.module.validate_peers(module.config, peers)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}[{index}].config.{exc.path}" if exc.path else f"{path}[{index}]", exc.message) from exc
+
+
 def resolve_pipeline(
     raw: Mapping[str, object] | None,
     *,
@@ -640,6 +654,7 @@ def resolve_pipeline(
     diagnostics = _resolve_list(spec.diagnostics, DIAGNOSTIC, f"{path}.diagnostics", **common)
     _check_unique_atoms(objective)
     _check_channels_trained(objective, variant, f"{path}.objective")
+    _check_peers(objective, f"{path}.objective")
     return ResolvedPipeline(
         variant=variant, path=path, objective=objective, diagnostics=diagnostics, is_default=is_default
     )

@@ -230,6 +230,14 @@ class _Module(abc.ABC):
     def validate(self, cfg: Any, variant: str, strategy: Strategy) -> None:
         """Reject inapplicable or inert settings for this variant/strategy (D43). Default: none."""
 
+    def validate_peers(self, cfg: Any, peers: Mapping[str, Any]) -> None:
+        """Reject settings that conflict with the other enabled objectives of the pipeline.
+
+        ``peers`` maps each other enabled objective's name to its resolved config (read-only).
+        Modules stay pure functions of context and own config at run time; this hook only lets a
+        module refuse a combination it cannot honour. Default: none.
+        """
+
     def resolve_config(self, cfg: Any, variant: str) -> Any:
         """Resolve null-inheritance; default: ``cfg.resolved()`` when the Config defines it."""
         resolved = getattr(cfg, "resolved", None)
