@@ -28,6 +28,7 @@ import numpy as np
 from coordexp.core.coordjson.serialize import CoordObject, serialize
 from coordexp.rollout.backend import RolloutOutput
 from coordexp.rollout.codec import TableCodec
+from coordexp.rollout.coordsplit import coord_tokens_split_text
 from coordexp.rollout.prepare import PrepareConfig, RolloutPreparer
 from coordexp.train.encode.vocab import TokenizerInfo
 from coordexp.train.models import build_tiny_tokenizer, vocab_token_bytes
@@ -46,7 +47,14 @@ def make_codec() -> TableCodec:
     def encode(text: str) -> list[int]:
         return backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
 
-    return TableCodec(encode, vocab_token_bytes(tokenizer), info.coord_vocab, info.eos_id, info.stop_ids)
+    return TableCodec(
+        encode,
+        vocab_token_bytes(tokenizer),
+        info.coord_vocab,
+        info.eos_id,
+        info.stop_ids,
+        splits_at_coord_tokens=coord_tokens_split_text(backend),
+    )
 
 
 def _object(rng: np.random.Generator, poly: bool) -> CoordObject:

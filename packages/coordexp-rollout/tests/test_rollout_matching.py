@@ -320,6 +320,7 @@ def test_raster_error_is_gated_and_counted(monkeypatch: pytest.MonkeyPatch) -> N
 
     class Coco:
         frPyObjects = staticmethod(maskiou_mod.coco_mask.frPyObjects)
+        area = staticmethod(maskiou_mod.coco_mask.area)
         iou = staticmethod(broken_iou)
 
     monkeypatch.setattr(maskiou_mod, "coco_mask", Coco)

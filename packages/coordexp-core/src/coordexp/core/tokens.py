@@ -184,7 +184,7 @@ def _touches(starts: np.ndarray, ends: np.ndarray, intervals: np.ndarray) -> np.
     order = np.argsort(live[:, 0], kind="stable")
     lows = live[order, 0]
     reach = np.maximum.accumulate(live[order, 1])
-    count = np.searchsorted(lows, ends, side="left")
+    count = lows.searchsorted(ends, side="left")
     return (count > 0) & (reach[np.maximum(count - 1, 0)] > starts)
 
 
@@ -265,10 +265,10 @@ def _kinds_of_disjoint_intervals(
     if (lows[1:] < highs[:-1]).any():
         return None
     kinds, ranks = kinds[order], ranks[order]
-    first = np.searchsorted(highs, starts, side="right")
-    width = np.searchsorted(lows, ends, side="left") - first
+    first = highs.searchsorted(starts, side="right")
+    width = lows.searchsorted(ends, side="left") - first
     result = np.where(width > 0, kinds[np.minimum(first, kinds.size - 1)], default)
-    fused = np.flatnonzero(width > 1)
+    fused = (width > 1).nonzero()[0]
     if fused.size:
         run_first, run_width = first[fused], width[fused]
         best = run_first.copy()

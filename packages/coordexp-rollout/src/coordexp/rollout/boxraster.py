@@ -50,7 +50,7 @@ def box_pixel_rects(boxes: np.ndarray, resolution: int) -> np.ndarray:
         raise CoordexpError(f"box raster resolution must be >= 1, got {resolution}")
     canvas = np.asarray(boxes, dtype=np.float64) * ((resolution - 1) / 999)
     upsampled = np.floor(UPSAMPLE * canvas + 0.5)
-    return np.clip(np.ceil((upsampled - 2.0) / UPSAMPLE), 0.0, float(resolution))
+    return np.minimum(np.maximum(np.ceil((upsampled - 2.0) / UPSAMPLE), 0.0), float(resolution))
 
 
 def rect_areas(rects: np.ndarray) -> np.ndarray:

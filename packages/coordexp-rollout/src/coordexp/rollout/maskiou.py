@@ -169,7 +169,7 @@ def _stack_rings(rings: Sequence[Sequence[float]]) -> PointStack:
     np.cumsum([len(r) >> 1 for r in rings], out=offsets[1:])
     flat = np.fromiter(itertools.chain.from_iterable(rings), dtype=np.float64, count=2 * int(offsets[-1]))
     points = flat.reshape(-1, 2)
-    np.clip(points, 0.0, float(MAX_BIN), out=points)
+    np.minimum(np.maximum(points, 0.0, out=points), float(MAX_BIN), out=points)
     return PointStack(points, offsets)
 
 
@@ -212,6 +212,8 @@ class GeometryBatch:
     aabb: np.ndarray
     whole: np.ndarray
     exact_box: np.ndarray
+    # resolution -> (flat canvas coordinates, ring bounds), filled on first use
+    _canvas: dict[int, tuple[list[float], list[int]]] = attrs.field(init=False, factory=dict, repr=False)
 
     @classmethod
     def of(cls, geometries: Sequence[Any], side: str = "geometries") -> GeometryBatch:
@@ -265,7 +267,13 @@ class GeometryBatch:
 
     def canvas_rings(self, resolution: int, rows: np.ndarray | None = None) -> list[list[float]]:
         """The rings of ``rows`` (default: all) on the R×R canvas, as :func:`canvas_rings`."""
-        return _canvas_rings_of(self.stack, resolution, rows)
+        canvas = self._canvas.get(resolution)
+        if canvas is None:
+            flat = (self.stack.points * ((resolution - 1) / MAX_BIN)).reshape(-1).tolist()
+            canvas = self._canvas[resolution] = (flat, (2 * self.stack.offsets).tolist())
+        flat, bounds = canvas
+        picked = range(len(bounds) - 1) if rows is None else rows.tolist()
+        return [flat[bounds[i] : bounds[i + 1]] for i in picked]
 
 
 @attrs.frozen
@@ -379,33 +387,33 @@ def maskiou_between(
     are rasterized. Every value that is computed is exact.
     """
     values = np.full(mask.shape, np.nan, dtype=np.float64)
-    if not mask.any():
+    if not np.count_nonzero(mask):
         return MaskIoUMatrix(values, 0)
     pred_rects, gt_rects = pred.pixel_rects(resolution), gt.pixel_rects(resolution)
     overlap = rect_overlap_matrix(pred_rects, gt_rects)
     analytic = mask & pred.exact_box[:, None] & gt.exact_box[None, :]
     # Rasters lie inside their AABB's pixel rectangle (boxraster module doc): disjoint ones give 0.
     apart = mask & pred.whole[:, None] & gt.whole[None, :] & (overlap == 0.0) & ~analytic
-    if analytic.any():
+    if np.count_nonzero(analytic):
         np.copyto(values, rect_iou_matrix(pred_rects, gt_rects, overlap), where=analytic)
     values[apart] = 0.0
     rest = mask & ~analytic & ~apart
-    if not rest.any():
+    if not np.count_nonzero(rest):
         return MaskIoUMatrix(values, 0)
 
     pred_rles: dict[int, dict | None] = {}
     gt_rles: dict[int, dict | None] = {}
     if gate is not None and gate > 0.0:
         # Rasterize the shapes that need it anyway, then drop pairs that cannot reach the gate.
-        _rasterize_into(pred_rles, pred, np.flatnonzero(rest.any(axis=1) & ~pred.exact_box), resolution)
-        _rasterize_into(gt_rles, gt, np.flatnonzero(rest.any(axis=0) & ~gt.exact_box), resolution)
+        _rasterize_into(pred_rles, pred, (rest.any(axis=1) & ~pred.exact_box).nonzero()[0], resolution)
+        _rasterize_into(gt_rles, gt, (rest.any(axis=0) & ~gt.exact_box).nonzero()[0], resolution)
         bound = _iou_upper_bound(overlap, _areas(pred_rles, pred_rects), _areas(gt_rles, gt_rects))
         rest &= ~(bound < gate)
-        if not rest.any():
+        if not np.count_nonzero(rest):
             return MaskIoUMatrix(values, 0)
 
-    pred_rows = np.flatnonzero(rest.any(axis=1))
-    gt_cols = np.flatnonzero(rest.any(axis=0))
+    pred_rows = rest.any(axis=1).nonzero()[0]
+    gt_cols = rest.any(axis=0).nonzero()[0]
     _rasterize_into(pred_rles, pred, np.array([i for i in pred_rows.tolist() if i not in pred_rles]), resolution)
     _rasterize_into(gt_rles, gt, np.array([j for j in gt_cols.tolist() if j not in gt_rles]), resolution)
     row_rles = [pred_rles[i] for i in pred_rows.tolist()]
@@ -414,7 +422,7 @@ def maskiou_between(
         pred_ok = np.array([rle is not None for rle in row_rles], dtype=bool)
         gt_ok = np.array([rle is not None for rle in col_rles], dtype=bool)
         block = np.full((pred_rows.size, gt_cols.size), np.nan)
-        if pred_ok.any() and gt_ok.any():
+        if np.count_nonzero(pred_ok) and np.count_nonzero(gt_ok):
             block[np.ix_(pred_ok, gt_ok)] = _iou_block(
                 [rle for rle in row_rles if rle is not None], [rle for rle in col_rles if rle is not None]
             )
@@ -423,9 +431,9 @@ def maskiou_between(
     where = np.ix_(pred_rows, gt_cols)
     requested = rest[where]
     failed = requested & ~np.isfinite(block)
-    computed = np.where(failed, 0.0, np.clip(block, 0.0, 1.0))
+    computed = np.where(failed, 0.0, np.minimum(np.maximum(block, 0.0), 1.0))
     values[where] = np.where(requested, computed, values[where])
-    return MaskIoUMatrix(values, int(failed.sum()))
+    return MaskIoUMatrix(values, int(np.count_nonzero(failed)))
 
 
 def _rasterize_into(rles: dict[int, dict | None], batch: GeometryBatch, rows: np.ndarray, resolution: int) -> None:

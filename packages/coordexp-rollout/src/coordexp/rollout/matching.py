@@ -109,11 +109,11 @@ def aabbs(geometries: Sequence[Geometry]) -> np.ndarray:
 
 def aabb_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU ``[A, B]`` of boxes ``a [A, 4]`` and ``b [B, 4]`` (continuous area; 0 where the union is 0)."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(hi - lo, 0.0, None).prod(axis=-1)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=-1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=-1)
+    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.maximum(width, 0.0) * np.maximum(height, 0.0)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
@@ -136,7 +136,7 @@ def candidate_mask(pred_boxes: np.ndarray, gt_boxes: np.ndarray, top_k: int) -> 
     # A stable sort keeps equal keys in gt_idx order: the (key, gt_idx) ranking of the module doc.
     chosen = np.argsort(-iou, axis=-1, kind="stable")[:, :k]
     far = iou.max(axis=1) <= 0.0
-    if far.any():
+    if np.count_nonzero(far):
         by_distance = np.argsort(center_sqdist_matrix(pred_boxes[far], gt_boxes), axis=-1, kind="stable")
         chosen[far] = by_distance[:, :k]
     mask[np.arange(n_pred)[:, None], chosen] = True
@@ -172,8 +172,9 @@ def match_batches(pred: GeometryBatch, gt: GeometryBatch, cfg: MatchingConfig = 
 
     candidates = candidate_mask(pred.aabb, gt.aabb, cfg.candidate_top_k)
     ious = maskiou_between(pred, gt, candidates, cfg.maskiou_resolution, gate=cfg.maskiou_gate)
-    feasible = candidates & (np.nan_to_num(ious.values, nan=-1.0) >= cfg.maskiou_gate)
-    gating_rejections = int((candidates & ~feasible).sum())
+    # NaN (not computed: provably below the gate) compares False, i.e. infeasible.
+    feasible = candidates & (ious.values >= cfg.maskiou_gate)
+    gating_rejections = int(np.count_nonzero(candidates)) - int(np.count_nonzero(feasible))
 
     size = n_pred + n_gt
     cost = np.zeros((size, size), dtype=np.float64)
@@ -182,12 +183,11 @@ def match_batches(pred: GeometryBatch, gt: GeometryBatch, cfg: MatchingConfig = 
     cost[n_pred:, :n_gt] = cfg.fn_cost
     rows, cols = linear_sum_assignment(cost)
 
+    # linear_sum_assignment returns the rows sorted, so the pairs come out sorted by prediction.
     real = (rows < n_pred) & (cols < n_gt)
     rows, cols = rows[real], cols[real]
     keep = feasible[rows, cols]
     rows, cols = rows[keep], cols[keep]
-    order = np.argsort(rows, kind="stable")
-    rows, cols = rows[order], cols[order]
     pairs = tuple(zip(rows.tolist(), cols.tolist(), ious.values[rows, cols].tolist()))
 
     matched_pred = np.zeros(n_pred, dtype=bool)
@@ -196,9 +196,9 @@ def match_batches(pred: GeometryBatch, gt: GeometryBatch, cfg: MatchingConfig = 
     matched_gt[cols] = True
     return MatchResult(
         pairs=pairs,
-        fp=tuple(np.flatnonzero(~matched_pred).tolist()),
-        fn=tuple(np.flatnonzero(~matched_gt).tolist()),
+        fp=tuple((~matched_pred).nonzero()[0].tolist()),
+        fn=tuple((~matched_gt).nonzero()[0].tolist()),
         gating_rejections=gating_rejections,
-        candidate_pairs=int(candidates.sum()),
+        candidate_pairs=int(np.count_nonzero(candidates)),
         raster_errors=ious.raster_errors,
     )

@@ -180,9 +180,9 @@ def _padded_plans(
     kernel_t = np.ascontiguousarray(kernel.transpose(0, 2, 1))
     with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
         u, v = _rounds(kernel, kernel_t, a, b, iters, guard=False)
-        unsettled = ~(np.isfinite(u).all(axis=(1, 2)) & np.isfinite(v).all(axis=(1, 2)))
-        if unsettled.any():
-            redo = np.flatnonzero(unsettled)
+        # u, v >= 0, so their sum is finite iff every entry is (one check in the common case).
+        if not np.isfinite(u.sum() + v.sum()):
+            redo = (~(np.isfinite(u).all(axis=(1, 2)) & np.isfinite(v).all(axis=(1, 2)))).nonzero()[0]
             u[redo], v[redo] = _rounds(kernel[redo], kernel_t[redo], a[redo], b[redo], iters, guard=True)
         plans = u * kernel * v.transpose(0, 2, 1)
     plans *= real
@@ -320,7 +320,8 @@ def _ot_group(
 
     plans, real = _padded_plans(pairwise_cost(pred_pts, gt_pts, cfg.cost), n_rows, n_cols, cfg.epsilon, cfg.iters)
     projected, mass = _project(plans, gt_pts)
-    sound = np.isfinite(plans).all(axis=(1, 2)) & ((mass > 0) | ~real.any(axis=2)).all(axis=1)
+    # Plans are >= 0, so a problem's plan is finite iff its total mass is.
+    sound = np.isfinite(mass.sum(axis=1)) & ((mass > 0) | ~real[:, :, 0]).all(axis=1)
     # Rounding is monotone, so a bbox target (the AABB of rounded corners) equals the rounded AABB.
     rounded = _round_bins(projected).tolist()
     is_box = pred.is_box[pred_index].tolist()

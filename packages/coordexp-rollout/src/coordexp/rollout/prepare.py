@@ -237,9 +237,7 @@ class RolloutPreparer:
             elements, summary, fn = self._match(aligned, trim, gt)
         else:
             elements, summary, fn = (), MatchSummary(fn=tuple(range(len(gt)))), tuple(range(len(gt)))
-        target = self._build(
-            aligned.token_bytes, trim, elements, gt, fn, prompt_len, summary, flags, counts, decode
-        )
+        target = self._build(aligned, trim, elements, gt, fn, prompt_len, summary, flags, counts, decode)
         max_length = self.cfg.max_length
         if max_length is not None and target.encoded_len > max_length:
             flags = attrs.evolve(
@@ -247,7 +245,7 @@ class RolloutPreparer:
             )
             everything = tuple(range(len(gt)))
             target = self._build(
-                (),
+                None,
                 invalid_trim(self.fallback_ids, OVERLENGTH),
                 (),
                 gt,
@@ -392,7 +390,7 @@ class RolloutPreparer:
 
     def _build(
         self,
-        aligned_bytes: Sequence[bytes],
+        aligned: _AlignedRollout | None,
         trim: TrimResult,
         elements: Sequence[PrefixElement],
         gt: list[CoordObject],
@@ -403,11 +401,13 @@ class RolloutPreparer:
         counts: ParseCounts,
         decode: DecodeInfo,
     ) -> RolloutTarget:
-        """:func:`build_rollout_target` reusing the rollout's token bytes for the kept prefix."""
-        if trim.valid:
-            prefix_bytes = [*aligned_bytes[: trim.kept_tokens], *self.codec.token_bytes(trim.replacement)]
+        """:func:`build_rollout_target` reusing the rollout's token ids and bytes for the kept prefix."""
+        if trim.valid and aligned is not None:
+            kept = trim.kept_tokens
+            prefix_bytes = [*aligned.token_bytes[:kept], *self.codec.token_bytes(trim.replacement)]
+            prefix_array = np.concatenate([aligned.ids[:kept], np.array(trim.replacement, dtype=np.int64)])
         else:
-            prefix_bytes = self.fallback_bytes
+            prefix_bytes, prefix_array = self.fallback_bytes, None
         return build_rollout_target(
             codec=self.codec,
             trim=trim,
@@ -421,6 +421,7 @@ class RolloutPreparer:
             counts=counts,
             decode=decode,
             prefix_bytes=prefix_bytes,
+            prefix_array=prefix_array,
         )
 
 

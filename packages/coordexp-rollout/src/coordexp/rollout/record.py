@@ -370,7 +370,7 @@ class RolloutTarget:
         expected_region = np.full(n, 2, dtype=np.int8)
         expected_region[: self.prefix_len] = 1
         wrong = _REGION[kinds] != expected_region
-        if wrong.any():
+        if np.count_nonzero(wrong):
             bad = int(np.argmax(wrong))
             raise PipelineError(
                 f"RolloutTarget: position {bad} has span kind {SpanKind(int(kinds[bad])).name}, which "
@@ -381,8 +381,8 @@ class RolloutTarget:
         if (
             self.token_type[-1] != eos_type
             or kinds[-1] != eos_kind
-            or (self.token_type[:-1] == eos_type).any()
-            or (kinds[:-1] == eos_kind).any()
+            or np.count_nonzero(self.token_type[:-1] == eos_type)
+            or np.count_nonzero(kinds[:-1] == eos_kind)
         ):
             raise PipelineError(
                 "RolloutTarget: the eos must be the last token and the only eos (type and span kind)"
@@ -478,11 +478,11 @@ class RolloutTarget:
         if slots.pos.min() < low or slots.pos.max() >= high:
             raise PipelineError(f"RolloutTarget.{what}: positions must lie in [{low}, {high})")
         not_coord = self.token_type[slots.pos] != int(TokenType.COORD)
-        if not_coord.any():
+        if np.count_nonzero(not_coord):
             bad = int(slots.pos[np.argmax(not_coord)])
             raise PipelineError(f"RolloutTarget.{what}: position {bad} is not a coord token")
         other_kind = self.span_kind[slots.pos] != int(kind)
-        if other_kind.any():
+        if np.count_nonzero(other_kind):
             bad = int(slots.pos[np.argmax(other_kind)])
             raise PipelineError(
                 f"RolloutTarget.{what}: position {bad} has span kind "
@@ -499,7 +499,7 @@ class RolloutTarget:
         if pos.min() < low or pos.max() >= high:
             raise PipelineError(f"RolloutTarget.{what}: positions must lie in [{low}, {high})")
         differs = target_of[pos.reshape(-1)] != target.reshape(-1)
-        if differs.any():
+        if np.count_nonzero(differs):
             bad = int(np.argmax(differs))
             p, t = int(pos.reshape(-1)[bad]), int(target.reshape(-1)[bad])
             raise PipelineError(

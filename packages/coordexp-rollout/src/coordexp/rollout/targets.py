@@ -112,7 +112,8 @@ def fn_fragment(
 
 
 def _intervals(spans: Sequence[Span]) -> np.ndarray:
-    return np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    """int64 ``[K, 2]`` of (start, end) pairs."""
+    return np.fromiter(itertools.chain.from_iterable(spans), np.int64, 2 * len(spans)).reshape(-1, 2)
 
 
 def _fn_coord_positions(
@@ -131,9 +132,9 @@ def _fn_coord_positions(
     """
     arity = [len(o.values) for o in fn_objects]
     values = [v for o in fn_objects for v in o.values]
-    coord_pos = np.flatnonzero(bins[prefix_len:] >= 0) + prefix_len
+    coord_pos = (bins[prefix_len:] >= 0).nonzero()[0] + prefix_len
     spans = _intervals(fragment.geom_spans) + offset_chars
-    owner = np.searchsorted(spans[:, 0], starts[coord_pos], side="right") - 1
+    owner = np.ascontiguousarray(spans[:, 0]).searchsorted(starts[coord_pos], side="right") - 1
     clamped = np.maximum(owner, 0)
     inside = (owner >= 0) & (ends[coord_pos] <= spans[clamped, 1])
     pos, owner = coord_pos[inside], owner[inside]
@@ -164,12 +165,14 @@ def build_rollout_target(
     counts: ParseCounts,
     decode: DecodeInfo,
     prefix_bytes: Sequence[bytes] | None = None,
+    prefix_array: np.ndarray | None = None,
 ) -> RolloutTarget:
     """Append the FN fragment to ``trim``'s prefix and label every position (module doc).
 
     ``elements`` are the prefix's complete elements in order (none for an invalid rollout);
     ``fn_indices`` the GT indices to append, in GT order. ``prefix_bytes``: the bytes of
-    ``trim.prefix_ids`` when the caller already has them (else looked up). Raises
+    ``trim.prefix_ids`` when the caller already has them (else looked up); ``prefix_array``: the same
+    ids as an int array (saves converting the tuple; it must equal ``trim.prefix_ids``). Raises
     :class:`PipelineError` when the tokenizer does not reproduce the fragment text exactly or the GT
     holds an eos-type token.
     """
@@ -184,11 +187,15 @@ def build_rollout_target(
         raise PipelineError(
             f"the FN fragment encodes to eos-type ids {stops}: a GT desc contains an end-of-turn token"
         )
-    y_train = np.asarray([*trim.prefix_ids, *fragment_ids, codec.eos_id], dtype=np.int64)
     prefix_len = len(trim.prefix_ids)
+    tail_ids = [*fragment_ids, codec.eos_id]
+    if prefix_array is not None and len(prefix_array) == prefix_len:
+        y_train = np.concatenate([np.asarray(prefix_array, dtype=np.int64), np.array(tail_ids, dtype=np.int64)])
+    else:
+        y_train = np.asarray([*trim.prefix_ids, *tail_ids], dtype=np.int64)
     if prefix_bytes is None or len(prefix_bytes) != prefix_len:
         prefix_bytes = codec.token_bytes(trim.prefix_ids)
-    all_bytes = [*prefix_bytes, *codec.token_bytes([*fragment_ids, codec.eos_id])]
+    all_bytes = [*prefix_bytes, *codec.token_bytes(tail_ids)]
     spans = token_char_spans(all_bytes, token_lengths(codec, y_train, all_bytes))
     n_prefix_chars = len(trim.prefix_text)
     expected = trim.prefix_text + fragment.text + EOS_LITERAL

@@ -123,7 +123,7 @@ def trim_rollout(
     ends = np.asarray(char_ends, dtype=np.int64)
     starts = np.asarray(char_starts, dtype=np.int64)
     # Spans are non-decreasing, so the kept tokens are a leading run.
-    kept = int(np.searchsorted(ends, cut, side="right"))
+    kept = int(ends.searchsorted(cut, side="right"))
     id_list = ids.tolist() if isinstance(ids, np.ndarray) else [int(i) for i in ids]
     replacement: tuple[int, ...] = ()
     if kept < n_tokens and int(starts[kept]) < cut:

@@ -130,7 +130,7 @@ def _decode_with_char_map(data: bytes) -> tuple[str, np.ndarray]:
             starts_char[start] = True
             starts_char[start + 1 : end] = False
     char_of_byte = np.empty(len(data) + 1, dtype=np.int64)
-    np.cumsum(starts_char, out=char_of_byte[:-1])
+    starts_char.cumsum(out=char_of_byte[:-1])
     char_of_byte[:-1] -= 1
     char_of_byte[-1] = len(text)
     return text, char_of_byte
@@ -190,8 +190,10 @@ def token_char_spans(token_bytes: Sequence[bytes], lengths: np.ndarray | None = 
         lengths = np.fromiter(map(len, token_bytes), dtype=np.int64, count=len(token_bytes))
     elif len(lengths) != len(token_bytes):
         raise ValueError(f"{len(lengths)} lengths for {len(token_bytes)} tokens")
+    else:
+        lengths = np.asarray(lengths, dtype=np.int64)
     data = b"".join(token_bytes)
-    byte_ends = np.cumsum(lengths)
+    byte_ends = lengths.cumsum()
     if byte_ends.size and int(byte_ends[-1]) != len(data):
         raise ValueError(f"the lengths add up to {int(byte_ends[-1])} bytes, the tokens hold {len(data)}")
     text, char_of_byte = _decode_with_char_map(data)
@@ -251,12 +253,16 @@ def hard_stop(
     if not eos_literal:
         raise ValueError("eos_literal must be a non-empty string")
     eos = np.fromiter((int(e) for e in eos_ids), dtype=np.int64)
-    hits = np.flatnonzero((ids[:, None] == eos[None, :]).any(axis=1)) if eos.size else np.empty(0, dtype=np.int64)
+    id_stop = None
+    for eos_id in eos.tolist() if ids.size else ():  # a handful of ids: first hit of each by argmax
+        is_eos = ids == eos_id
+        first = int(is_eos.argmax())
+        if is_eos[first] and (id_stop is None or first < id_stop):
+            id_stop = first
     literal_at = text.text.find(eos_literal)
-    id_stop = int(hits[0]) if hits.size else None
     id_chars = int(text.starts[id_stop]) if id_stop is not None else None
     if literal_at >= 0 and (id_chars is None or literal_at < id_chars):
-        n_tokens = int(np.searchsorted(text.starts, literal_at, side="left"))
+        n_tokens = int(text.starts.searchsorted(literal_at, side="left"))
         return HardStop(n_tokens, literal_at, True, "eos_literal")
     if id_stop is not None:
         return HardStop(id_stop, id_chars, True, "eos_id")
@@ -307,7 +313,7 @@ def extract_coord_positions(
     if len(ids) != len(text):
         raise ValueError(f"{len(ids)} token ids but {len(text)} token spans")
     bins = vocab.bins_of_array(ids)
-    coord_positions = np.flatnonzero(bins >= 0)
+    coord_positions = (bins >= 0).nonzero()[0]
     valid = [record for record in result.records if record.valid]
     positions: list[tuple[int, ...]] = [()] * len(result.records)
     if not valid:
@@ -317,8 +323,8 @@ def extract_coord_positions(
     span_ends = np.fromiter((record.geom_span[1] for record in valid), dtype=np.int64, count=count)
     arity = np.fromiter((len(record.values) for record in valid), dtype=np.int64, count=count)
     coord_starts = text.starts[coord_positions]
-    lows = np.searchsorted(coord_starts, span_starts, side="left")
-    highs = np.searchsorted(coord_starts, span_ends, side="left")
+    lows = coord_starts.searchsorted(span_starts, side="left")
+    highs = coord_starts.searchsorted(span_ends, side="left")
     # Records holding exactly their arity of coord tokens; their tokens are compared all at once.
     sized = (highs - lows) == arity
     aligned = sized.copy()

@@ -548,14 +548,14 @@ def _canonical_geometry(text: str, g: int) -> tuple[str, int, int, list[int]] | 
     return None
 
 
-def _scan_canonical_object(text: str, i: int) -> tuple[int, list[_Member]] | None:
-    """A canonical record (01 §1.3) at ``text[i] == '{'`` → (offset after ``}``, members), or None.
+def _scan_canonical_object(text: str, i: int, index: int, geometry_policy: str) -> tuple[int, ParsedRecord] | None:
+    """A canonical record (01 §1.3) at ``text[i] == '{'`` → (offset after ``}``, its record), or None.
 
     Canonical: ``{"desc": "S", "<geom>": [coords]}`` or ``{"<geom>": [coords], "desc": "S"}`` with
     exactly the whitespace shown, ``S`` free of escapes and control characters and canonical coord
     literals. Rollouts are almost entirely canonical, and this reads such a record with a handful of
-    ``str`` operations; anything else returns None and :func:`_scan_object` reads it. On canonical
-    text both give the same members, so the fast path never changes a parse.
+    ``str`` operations; anything else returns None and :func:`_scan_object` + :func:`_classify` read
+    it. On canonical text both give the same record, so the fast path never changes a parse.
     """
     if text.startswith(_DESC_MEMBER_OPEN, i + 1):
         p = i + 1 + len(_DESC_MEMBER_OPEN)
@@ -566,18 +566,37 @@ def _scan_canonical_object(text: str, i: int) -> tuple[int, list[_Member]] | Non
         if geometry is None or not text.startswith("}", geometry[2]):
             return None
         key, a, end, bins = geometry
-        return end + 1, [("desc", "str", (p, q), text[p:q], False), (key, "arr", (a, end), bins, False)]
-    geometry = _canonical_geometry(text, i + 1)
-    if geometry is None:
-        return None
-    key, a, end, bins = geometry
-    if not text.startswith(_ITEM_SEPARATOR + _DESC_MEMBER_OPEN, end):
-        return None
-    p = end + len(_ITEM_SEPARATOR) + len(_DESC_MEMBER_OPEN)
-    q = _plain_string_end(text, p)
-    if q < 0 or not text.startswith("}", q + 1):
-        return None
-    return q + 2, [(key, "arr", (a, end), bins, False), ("desc", "str", (p, q), text[p:q], False)]
+        end += 1
+        field_order = "desc_first"
+    else:
+        geometry = _canonical_geometry(text, i + 1)
+        if geometry is None:
+            return None
+        key, a, array_end, bins = geometry
+        if not text.startswith(_ITEM_SEPARATOR + _DESC_MEMBER_OPEN, array_end):
+            return None
+        p = array_end + len(_ITEM_SEPARATOR) + len(_DESC_MEMBER_OPEN)
+        q = _plain_string_end(text, p)
+        if q < 0 or not text.startswith("}", q + 1):
+            return None
+        end = q + 2
+        field_order = "geometry_first"
+    desc = text[p:q]
+    record = _record(
+        index,
+        (i, end),
+        geometry_policy,
+        unexpected=False,
+        desc=desc,
+        desc_span=(p, q),
+        desc_ok=bool(desc.strip()),
+        geom_key=key,
+        geom_span=(a, geometry[2]),
+        geom_is_array=True,
+        items=bins,
+        field_order=field_order,
+    )
+    return end, record
 
 
 def _open_container(text: str, n: int, i: int) -> int:
@@ -637,18 +656,48 @@ def _classify(index: int, span: Span, members: list[_Member], geometry_policy: s
         geom_key = geom_member[0]
         if geom_member[1] == "arr":
             geom_is_array, geom_span, items = True, geom_member[2], geom_member[3]
-    coords_ok = geom_is_array and (not items or min(items) >= 0)
-    values = tuple(items) if coords_ok else ()
-
     field_order = None
     if desc_member is not None and geom_member is not None:
         field_order = "desc_first" if desc_position < geom_position else "geometry_first"
+    return _record(
+        index,
+        span,
+        geometry_policy,
+        unexpected=unexpected,
+        desc=desc,
+        desc_span=desc_span,
+        desc_ok=desc_ok,
+        geom_key=geom_key,
+        geom_span=geom_span,
+        geom_is_array=geom_is_array,
+        items=items,
+        field_order=field_order,
+    )
 
+
+def _record(
+    index: int,
+    span: Span,
+    geometry_policy: str,
+    *,
+    unexpected: bool,
+    desc: str | None,
+    desc_span: Span | None,
+    desc_ok: bool,
+    geom_key: str | None,
+    geom_span: Span | None,
+    geom_is_array: bool,
+    items: list[int],
+    field_order: FieldOrder | None,
+) -> ParsedRecord:
+    """The record and its drop bucket (first match wins, D6) from what its members hold."""
+    coords_ok = geom_is_array and (not items or min(items) >= 0)
+    values = tuple(items) if coords_ok else ()
     if unexpected:
         reason = "unexpected_keys"
     elif not desc_ok:
         reason = "missing_desc"
-    elif geom_member is None:
+    elif geom_key is None:
         reason = "missing_geom"
     elif not geom_is_array or (
         len(items) != 4 if geom_key == "bbox_2d" else (len(items) < 6 or len(items) % 2 == 1)
@@ -773,9 +822,12 @@ def _scan_body(text: str, n: int, open_end: int, geometry_policy: str) -> _Body:
         index = len(body.records)
         try:
             if char == "{":
-                canonical = _scan_canonical_object(text, i)
-                end, members = canonical if canonical is not None else _scan_object(text, n, i)
-                record = _classify(index, (i, end), members, geometry_policy)
+                canonical = _scan_canonical_object(text, i, index, geometry_policy)
+                if canonical is None:
+                    end, members = _scan_object(text, n, i)
+                    record = _classify(index, (i, end), members, geometry_policy)
+                else:
+                    end, record = canonical
             else:
                 end = _skip_value(text, n, i)
                 record = _not_object(index, (i, end))
