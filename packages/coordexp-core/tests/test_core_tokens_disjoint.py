@@ -25,7 +25,7 @@ def tiled_text(draw: st.DrawFn):
     starts = np.concatenate([starts, np.array(extra, dtype=np.int64)])
     ends = np.concatenate([ends, np.array(extra, dtype=np.int64)])
     intervals: dict[SpanKind, list[tuple[int, int]]] = {}
-    for kind, lo, hi in zip(kinds, bounds[:-1].tolist(), bounds[1:].tolist()):
+    for kind, lo, hi in zip(kinds, bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         intervals.setdefault(kind, []).append((lo, hi))
     arrays = {kind: np.array(pairs, dtype=np.int64).reshape(-1, 2) for kind, pairs in intervals.items()}
     return starts, ends, arrays
@@ -48,9 +48,15 @@ def test_one_pass_equals_per_kind_path(data, default) -> None:
 def test_overlapping_intervals_take_the_per_kind_path() -> None:
     starts, ends = np.array([0, 5]), np.array([5, 10])
     intervals = {SpanKind.PREFIX_MATCHED: np.array([[0, 8]]), SpanKind.PREFIX_FP: np.array([[6, 10]])}
-    assert tokens_mod._kinds_of_disjoint_intervals(
-        *tokens_mod._validated_char_spans(starts, ends), list(intervals.items()), np.concatenate(list(intervals.values())), np.zeros(2, np.int64)
-    ) is None
+    assert (
+        tokens_mod._kinds_of_disjoint_intervals(
+            *tokens_mod._validated_char_spans(starts, ends),
+            list(intervals.items()),
+            np.concatenate(list(intervals.values())),
+            np.zeros(2, np.int64),
+        )
+        is None
+    )
     assert span_kinds_for_tokens(starts, ends, intervals, SpanKind.EOS).tolist() == [
         SpanKind.PREFIX_MATCHED,
         SpanKind.PREFIX_FP,

@@ -77,7 +77,9 @@ def test_masks_and_iou_equal_pycocotools(a, b, resolution: int) -> None:
     geoms_b = [Geometry("bbox_2d", box) for box in b]
     rles_a = coco_mask.frPyObjects(canvas_rings(geoms_a, resolution), resolution, resolution)
     rles_b = coco_mask.frPyObjects(canvas_rings(geoms_b, resolution), resolution, resolution)
-    expected = np.asarray(coco_mask.iou(rles_a, rles_b, [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
+    expected = np.asarray(coco_mask.iou(rles_a, rles_b, [0] * len(b)), dtype=np.float64).reshape(
+        len(a), len(b)
+    )
     # Bit-identical, not approximately equal: both divide the same pixel counts.
     np.testing.assert_array_equal(rect_iou_matrix(rects_a, rects_b), expected)
 

@@ -21,7 +21,9 @@ pieces = st.sampled_from(
 
 
 @settings(max_examples=150, deadline=None)
-@given(coord_object_lists(min_size=0), field_orders(), st.lists(pieces, max_size=4), st.sampled_from([", ", ""]))
+@given(
+    coord_object_lists(min_size=0), field_orders(), st.lists(pieces, max_size=4), st.sampled_from([", ", ""])
+)
 def test_piecewise_encode_equals_whole_encode(objects, field_order, junk, lead) -> None:
     codec = tiny_test_codec()
     assert codec.splits_at_coord_tokens

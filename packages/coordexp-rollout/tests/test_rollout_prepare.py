@@ -337,6 +337,7 @@ def test_two_channel_drops_predicted_polys_and_rejects_gt_polys() -> None:
 def test_ot_failure_excludes_the_pair() -> None:
     pred_poly = CoordObject("dog", "poly", (505, 498, 702, 522, 598, 690))
     text = serialize([CAT, pred_poly], "desc_first")
+
     def fail_all(pred, gt, pairs, cfg):
         return [OTFailure("forced") for _ in pairs]
 

@@ -90,7 +90,9 @@ class CoordSplitEncoder:
         return ids
 
 
-def check_coord_split(encode_fn: Callable[[str], Sequence[int]], split_encode: Callable[[str], list[int]]) -> None:
+def check_coord_split(
+    encode_fn: Callable[[str], Sequence[int]], split_encode: Callable[[str], list[int]]
+) -> None:
     """Raise :class:`CoordVocabError` unless piecewise encoding equals ``encode_fn`` on the probes."""
     for probe in _PROBES:
         whole = [int(i) for i in encode_fn(probe)]

@@ -239,12 +239,17 @@ class GeometryBatch:
         keys, values = tuple(keys), tuple(values)
         if len(keys) != len(values):
             raise CoordexpError(f"GeometryBatch: {len(keys)} keys for {len(values)} value tuples")
-        stack = _stack_rings([v if k == POLY_KEY else _box_ring(v) for k, v in zip(keys, values)])
+        stack = _stack_rings(
+            [v if k == POLY_KEY else _box_ring(v) for k, v in zip(keys, values, strict=True)]
+        )
         is_box = np.fromiter((k == BBOX_KEY for k in keys), dtype=bool, count=len(keys))
         if keys:
             starts = stack.offsets[:-1]
             aabb = np.concatenate(
-                [np.minimum.reduceat(stack.points, starts, axis=0), np.maximum.reduceat(stack.points, starts, axis=0)],
+                [
+                    np.minimum.reduceat(stack.points, starts, axis=0),
+                    np.maximum.reduceat(stack.points, starts, axis=0),
+                ],
                 axis=1,
             )
         else:
@@ -414,7 +419,9 @@ def maskiou_between(
 
     pred_rows = rest.any(axis=1).nonzero()[0]
     gt_cols = rest.any(axis=0).nonzero()[0]
-    _rasterize_into(pred_rles, pred, np.array([i for i in pred_rows.tolist() if i not in pred_rles]), resolution)
+    _rasterize_into(
+        pred_rles, pred, np.array([i for i in pred_rows.tolist() if i not in pred_rles]), resolution
+    )
     _rasterize_into(gt_rles, gt, np.array([j for j in gt_cols.tolist() if j not in gt_rles]), resolution)
     row_rles = [pred_rles[i] for i in pred_rows.tolist()]
     col_rles = [gt_rles[j] for j in gt_cols.tolist()]
@@ -436,9 +443,12 @@ def maskiou_between(
     return MaskIoUMatrix(values, int(np.count_nonzero(failed)))
 
 
-def _rasterize_into(rles: dict[int, dict | None], batch: GeometryBatch, rows: np.ndarray, resolution: int) -> None:
+def _rasterize_into(
+    rles: dict[int, dict | None], batch: GeometryBatch, rows: np.ndarray, resolution: int
+) -> None:
     if rows.size:
-        rles.update(zip(rows.tolist(), _rasterize_rings(batch.canvas_rings(resolution, rows), resolution)))
+        rasters = _rasterize_rings(batch.canvas_rings(resolution, rows), resolution)
+        rles.update(zip(rows.tolist(), rasters, strict=True))
 
 
 def _areas(rles: dict[int, dict | None], rects: np.ndarray) -> np.ndarray:

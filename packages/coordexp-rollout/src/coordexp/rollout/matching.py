@@ -7,9 +7,11 @@ appearance order, GT objects in GT order.
    first ``candidate_top_k`` are kept; if the prediction's best AABB IoU is ≤ 0, the
    ``candidate_top_k`` GT nearest by squared AABB-centre distance (ties → ``gt_idx``) are kept
    instead. AABBs are taken after clamping to [0, 999], like the mask IoU.
-2. **maskIoU** on candidate pairs only.
+2. **maskIoU** on candidate pairs only (:func:`~coordexp.rollout.maskiou.maskiou_between`).
 3. **Gating.** A candidate with ``maskIoU < maskiou_gate`` is infeasible and counted in
-   ``gating_rejections``; non-candidates are infeasible and not counted.
+   ``gating_rejections``; non-candidates are infeasible and not counted. A candidate whose maskIoU
+   is provably below the gate (an upper bound from pixel rectangles and raster areas) is not
+   computed at all: it only needs to be known infeasible, so the result is the same.
 4. **Assignment.** The square ``(P+G)`` matrix ``[[1 − maskIoU | fp_cost], [fn_cost | 0]]`` is solved
    with :func:`scipy.optimize.linear_sum_assignment`. Infeasible cells are +inf rather than the
    spec's 1e6: every row and column has a finite dummy alternative, and choosing a 1e6 cell
@@ -164,7 +166,9 @@ def match(preds: Sequence[Any], gts: Sequence[Any], cfg: MatchingConfig = Matchi
     return match_batches(GeometryBatch.of(preds, "preds"), GeometryBatch.of(gts, "gts"), cfg)
 
 
-def match_batches(pred: GeometryBatch, gt: GeometryBatch, cfg: MatchingConfig = MatchingConfig()) -> MatchResult:
+def match_batches(
+    pred: GeometryBatch, gt: GeometryBatch, cfg: MatchingConfig = MatchingConfig()
+) -> MatchResult:
     """:func:`match` on stacked geometries (predictions in appearance order, GT in GT order)."""
     n_pred, n_gt = len(pred), len(gt)
     if n_pred == 0 or n_gt == 0:
@@ -188,7 +192,7 @@ def match_batches(pred: GeometryBatch, gt: GeometryBatch, cfg: MatchingConfig = 
     rows, cols = rows[real], cols[real]
     keep = feasible[rows, cols]
     rows, cols = rows[keep], cols[keep]
-    pairs = tuple(zip(rows.tolist(), cols.tolist(), ious.values[rows, cols].tolist()))
+    pairs = tuple(zip(rows.tolist(), cols.tolist(), ious.values[rows, cols].tolist(), strict=True))
 
     matched_pred = np.zeros(n_pred, dtype=bool)
     matched_gt = np.zeros(n_gt, dtype=bool)

@@ -100,7 +100,9 @@ class CoordSlots:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
     @classmethod
-    def built(cls, pos: np.ndarray, target_bin: np.ndarray, object: np.ndarray, slot: np.ndarray) -> CoordSlots:
+    def built(
+        cls, pos: np.ndarray, target_bin: np.ndarray, object: np.ndarray, slot: np.ndarray
+    ) -> CoordSlots:
         """From fresh int64 ``[n]`` arrays made by trusted code, unchecked (see :func:`_built`);
         :class:`RolloutTarget` checks them."""
         return _built(cls, pos=pos, target_bin=target_bin, object=object, slot=slot)
@@ -176,7 +178,9 @@ class PolyGroup:
             )
 
     @classmethod
-    def built(cls, pos: tuple[int, ...], target: tuple[int, ...], gt_index: int, pred_index: int) -> PolyGroup:
+    def built(
+        cls, pos: tuple[int, ...], target: tuple[int, ...], gt_index: int, pred_index: int
+    ) -> PolyGroup:
         """From int tuples made by trusted code, unchecked (see :func:`_built`); :class:`RolloutTarget`
         checks them."""
         return _built(cls, pos=pos, target=target, gt_index=gt_index, pred_index=pred_index)
@@ -440,7 +444,9 @@ class RolloutTarget:
             table = getattr(self, name)
             arrays = (table.pos, table.target_bin, table.object, table.slot)
             if any(a.dtype != np.int64 or a.ndim != 1 or a.shape != arrays[0].shape for a in arrays):
-                raise PipelineError(f"RolloutTarget.{name}: pos, target_bin, object and slot must be int64 [n]")
+                raise PipelineError(
+                    f"RolloutTarget.{name}: pos, target_bin, object and slot must be int64 [n]"
+                )
             if len(table) and (
                 table.target_bin.min() < 0
                 or table.target_bin.max() > MAX_BIN
@@ -461,7 +467,9 @@ class RolloutTarget:
                 or table.pos.dtype != np.int64
                 or table.target.dtype != np.int64
             ):
-                raise PipelineError(f"RolloutTarget.{name}: groups need pos/target int64 [G, 4] and [G] indices")
+                raise PipelineError(
+                    f"RolloutTarget.{name}: groups need pos/target int64 [G, 4] and [G] indices"
+                )
             if g and (table.gt_index.min() < 0 or table.pred_index.min() < -1):
                 raise PipelineError(f"RolloutTarget.{name}: gt_index must be >= 0 and pred_index >= -1")
             if g and not (np.isfinite(table.weight).all() and table.weight.min() >= 0):

@@ -190,7 +190,9 @@ def build_rollout_target(
     prefix_len = len(trim.prefix_ids)
     tail_ids = [*fragment_ids, codec.eos_id]
     if prefix_array is not None and len(prefix_array) == prefix_len:
-        y_train = np.concatenate([np.asarray(prefix_array, dtype=np.int64), np.array(tail_ids, dtype=np.int64)])
+        y_train = np.concatenate(
+            [np.asarray(prefix_array, dtype=np.int64), np.array(tail_ids, dtype=np.int64)]
+        )
     else:
         y_train = np.asarray([*trim.prefix_ids, *tail_ids], dtype=np.int64)
     if prefix_bytes is None or len(prefix_bytes) != prefix_len:

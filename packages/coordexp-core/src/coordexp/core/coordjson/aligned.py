@@ -330,10 +330,12 @@ def extract_coord_positions(
     aligned = sized.copy()
     if sized.any():
         take = np.repeat(lows[sized], arity[sized]) + (
-            np.arange(int(arity[sized].sum())) - np.repeat(np.cumsum(arity[sized]) - arity[sized], arity[sized])
+            np.arange(int(arity[sized].sum()))
+            - np.repeat(np.cumsum(arity[sized]) - arity[sized], arity[sized])
         )
         values = np.fromiter(
-            itertools.chain.from_iterable(r.values for r, ok in zip(valid, sized.tolist()) if ok), dtype=np.int64
+            itertools.chain.from_iterable(r.values for r, ok in zip(valid, sized.tolist()) if ok),
+            dtype=np.int64,
         )
         token_ok = (bins[coord_positions[take]] == values) & (
             text.ends[coord_positions[take]] <= np.repeat(span_ends[sized], arity[sized])
@@ -342,7 +344,7 @@ def extract_coord_positions(
         aligned[sized] = np.logical_and.reduceat(token_ok, first)
     position_list = coord_positions.tolist()
     records: list[ParsedRecord] = list(result.records)
-    for record, ok, low, high in zip(valid, aligned.tolist(), lows.tolist(), highs.tolist()):
+    for record, ok, low, high in zip(valid, aligned.tolist(), lows.tolist(), highs.tolist(), strict=True):
         if ok:
             positions[record.index] = tuple(position_list[low:high])
         else:

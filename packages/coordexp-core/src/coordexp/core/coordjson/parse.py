@@ -548,7 +548,9 @@ def _canonical_geometry(text: str, g: int) -> tuple[str, int, int, list[int]] | 
     return None
 
 
-def _scan_canonical_object(text: str, i: int, index: int, geometry_policy: str) -> tuple[int, ParsedRecord] | None:
+def _scan_canonical_object(
+    text: str, i: int, index: int, geometry_policy: str
+) -> tuple[int, ParsedRecord] | None:
     """A canonical record (01 §1.3) at ``text[i] == '{'`` → (offset after ``}``, its record), or None.
 
     Canonical: ``{"desc": "S", "<geom>": [coords]}`` or ``{"<geom>": [coords], "desc": "S"}`` with
