@@ -18,7 +18,7 @@ from coordexp.rollout.decoding import DecodeParams
 from coordexp.rollout.hf_backend import HFBackend
 from coordexp.train.data.prompts import PromptPair
 from coordexp.train.data.records import Record
-from coordexp.train.encode.prompt import encode_prompt, render_prompt
+from coordexp.train.encode.prompt import EncodedPrompt, encode_prompt
 from coordexp.train.encode.vocab import TokenizerInfo
 from coordexp.train.eval.records import ImageRecord, image_record
 from coordexp.train.eval.scores import score_predictions
@@ -53,13 +53,17 @@ class Predictor:
             token_logprobs=settings.score_source == "coord_logprob",
         )
         self.params = DecodeParams(max_new_tokens=settings.max_new_tokens).greedy()
+        # Prompts encoded by `request_for`, handed to the backend's encoder once (no re-encoding).
+        self._pending: dict[str, EncodedPrompt] = {}
 
     def _encode_request(self, request: RolloutRequest):
-        encoded = encode_prompt(self.processor, self.prompt, str(request.image))
+        key = str(request.image)
+        encoded = self._pending.pop(key, None) or encode_prompt(self.processor, self.prompt, key)
         return encoded.input_ids, encoded.pixel_values, encoded.image_grid_thw
 
     def request_for(self, record: Record) -> RolloutRequest:
         encoded = encode_prompt(self.processor, self.prompt, str(record.image))
+        self._pending[str(record.image)] = encoded
         return RolloutRequest(
             prompt_ids=tuple(encoded.input_ids.tolist()),
             user_text=self.prompt.user,
@@ -106,6 +110,3 @@ class Predictor:
             errors=errors,
         )
 
-
-def prompt_text(processor: Any, prompt: PromptPair, image_ref: str) -> str:
-    return render_prompt(processor, prompt, image_ref)
