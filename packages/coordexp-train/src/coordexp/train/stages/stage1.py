@@ -57,6 +57,7 @@ class Stage1:
     ) -> None:
         self.encoder = encoder
         self.val_encoder = val_encoder
+        self._val_length_cache: list[int] = []
         self.info = info
         self.rope_model = rope_model
         self.max_length = max_length
@@ -108,7 +109,7 @@ class Stage1:
         if self.val_encoder is None:
             return []
         n = len(self.val_encoder.dataset) if max_samples is None else min(max_samples, len(self.val_encoder.dataset))
-        lengths = [self.val_encoder.encode(i, 0).length for i in range(n)]
+        lengths = self._val_lengths(n)
         packs = first_fit_decreasing(lengths, self.max_length)
         share = -(-len(packs) // world_size)
         mine = [
@@ -122,6 +123,14 @@ class Stage1:
         return mine
 
     # -- helpers ----------------------------------------------------------------------------
+    def _val_lengths(self, n: int) -> list[int]:
+        """Token lengths of the first `n` val samples; computed once (the val set and its epoch-0
+        order never change), not re-encoded at every eval step."""
+        known = self._val_length_cache
+        if len(known) < n:
+            known.extend(self.val_encoder.encode(i, 0).length for i in range(len(known), n))
+        return known[:n]
+
     def _micro_batch(
         self,
         encoder: GTEncoder,
