@@ -111,11 +111,15 @@ _RANK_ORDER_LOW_TO_HIGH: tuple[SpanKind, ...] = (
 SPAN_KIND_RANK: Mapping[SpanKind, int] = {kind: rank for rank, kind in enumerate(_RANK_ORDER_LOW_TO_HIGH)}
 
 
+# The dtype kinds np.issubdtype(dtype, np.integer) accepts (timedelta64 counts), tested cheaply.
+_INTEGER_KINDS = "ium"
+
+
 def _as_index_vector(values: np.ndarray, what: str) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1:
         raise PipelineError(f"{what}: expected a 1-D integer array, got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
+    if array.size and array.dtype.kind not in _INTEGER_KINDS:
         raise PipelineError(f"{what}: expected an integer array, got dtype {array.dtype}")
     return array.astype(np.int64, copy=False)
 
@@ -147,7 +151,7 @@ def _interval_array(intervals: np.ndarray, what: str) -> np.ndarray:
         return np.zeros((0, 2), dtype=np.int64)
     if array.ndim != 2 or array.shape[1] != 2:
         raise PipelineError(f"{what}: expected an integer array of shape [K, 2], got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
+    if array.dtype.kind not in _INTEGER_KINDS:
         raise PipelineError(f"{what}: expected an integer array, got dtype {array.dtype}")
     return array.astype(np.int64, copy=False)
 

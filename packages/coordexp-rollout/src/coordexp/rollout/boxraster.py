@@ -65,14 +65,21 @@ def rect_overlap_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(width, 0.0) * np.maximum(height, 0.0)
 
 
-def rect_iou_matrix(a: np.ndarray, b: np.ndarray, overlap: np.ndarray | None = None) -> np.ndarray:
+def rect_iou_matrix(
+    a: np.ndarray,
+    b: np.ndarray,
+    overlap: np.ndarray | None = None,
+    areas: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """IoU ``[A, B]`` float64 of pixel rectangles ``a [A, 4]``, ``b [B, 4]`` (``c0, r0, c1, r1``).
 
     Areas count pixels; an empty rectangle has area 0 and a pair with an empty union gets 0.
-    ``overlap``: :func:`rect_overlap_matrix` of ``a`` and ``b`` when the caller has it.
+    ``overlap``: :func:`rect_overlap_matrix` of ``a`` and ``b``, and ``areas``: the
+    :func:`rect_areas` of ``a`` and of ``b``, when the caller has them.
     """
     inter = rect_overlap_matrix(a, b) if overlap is None else overlap
-    union = rect_areas(a)[:, None] + rect_areas(b)[None, :] - inter
+    area_a, area_b = (rect_areas(a), rect_areas(b)) if areas is None else areas
+    union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
 
 

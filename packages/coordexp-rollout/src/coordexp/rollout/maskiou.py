@@ -38,7 +38,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from coordexp.core.errors import CoordexpError
-from coordexp.rollout.boxraster import box_pixel_rects, rect_iou_matrix, rect_overlap_matrix
+from coordexp.rollout.boxraster import box_pixel_rects, rect_areas, rect_iou_matrix, rect_overlap_matrix
 
 BBOX_KEY = "bbox_2d"
 POLY_KEY = "poly"
@@ -212,8 +212,8 @@ class GeometryBatch:
     aabb: np.ndarray
     whole: np.ndarray
     exact_box: np.ndarray
-    # resolution -> (flat canvas coordinates, ring bounds), filled on first use
-    _canvas: dict[int, tuple[list[float], list[int]]] = attrs.field(init=False, factory=dict, repr=False)
+    # resolution -> (flat float64 canvas coordinates, ring bounds), filled on first use
+    _canvas: dict[int, tuple[np.ndarray, list[int]]] = attrs.field(init=False, factory=dict, repr=False)
 
     @classmethod
     def of(cls, geometries: Sequence[Any], side: str = "geometries") -> GeometryBatch:
@@ -270,15 +270,29 @@ class GeometryBatch:
         (:func:`~coordexp.rollout.boxraster.box_pixel_rects`): the raster itself for an exact box."""
         return box_pixel_rects(self.aabb, resolution)
 
-    def canvas_rings(self, resolution: int, rows: np.ndarray | None = None) -> list[list[float]]:
-        """The rings of ``rows`` (default: all) on the R×R canvas, as :func:`canvas_rings`."""
+    def canvas_rings(
+        self, resolution: int, rows: Sequence[int] | np.ndarray | None = None
+    ) -> list[list[float]]:
+        """The rings of ``rows`` (geometry indices; default: all) on the R×R canvas, as
+        :func:`canvas_rings`."""
+        return [ring.tolist() for ring in self.canvas_ring_arrays(resolution, rows)]
+
+    def canvas_ring_arrays(
+        self, resolution: int, rows: Sequence[int] | np.ndarray | None = None
+    ) -> list[np.ndarray]:
+        """:meth:`canvas_rings` as read-only float64 views ``[2k]`` of one array (what pycocotools
+        converts a ring to anyway, without a Python float per coordinate)."""
         canvas = self._canvas.get(resolution)
         if canvas is None:
-            flat = (self.stack.points * ((resolution - 1) / MAX_BIN)).reshape(-1).tolist()
+            flat = (self.stack.points * ((resolution - 1) / MAX_BIN)).reshape(-1)
+            flat.flags.writeable = False
             canvas = self._canvas[resolution] = (flat, (2 * self.stack.offsets).tolist())
         flat, bounds = canvas
-        picked = range(len(bounds) - 1) if rows is None else rows.tolist()
-        return [flat[bounds[i] : bounds[i + 1]] for i in picked]
+        if rows is None:
+            rows = range(len(bounds) - 1)
+        elif isinstance(rows, np.ndarray):
+            rows = rows.tolist()
+        return [flat[bounds[i] : bounds[i + 1]] for i in rows]
 
 
 @attrs.frozen
@@ -354,7 +368,7 @@ def _iou_block(pred_rles: list[dict], gt_rles: list[dict]) -> np.ndarray:
         return np.stack(rows)
 
 
-def _rasterize_rings(rings: list[list[float]], resolution: int) -> list[dict | None]:
+def _rasterize_rings(rings: Sequence[Sequence[float]], resolution: int) -> list[dict | None]:
     if not rings:
         return []
     try:
@@ -394,37 +408,41 @@ def maskiou_between(
     values = np.full(mask.shape, np.nan, dtype=np.float64)
     if not np.count_nonzero(mask):
         return MaskIoUMatrix(values, 0)
-    pred_rects, gt_rects = pred.pixel_rects(resolution), gt.pixel_rects(resolution)
+    n_pred = len(pred)
+    rects = box_pixel_rects(np.concatenate([pred.aabb, gt.aabb]), resolution)
+    areas = rect_areas(rects)
+    pred_rects, gt_rects = rects[:n_pred], rects[n_pred:]
+    pred_areas, gt_areas = areas[:n_pred], areas[n_pred:]
     overlap = rect_overlap_matrix(pred_rects, gt_rects)
     analytic = mask & pred.exact_box[:, None] & gt.exact_box[None, :]
     # Rasters lie inside their AABB's pixel rectangle (boxraster module doc): disjoint ones give 0.
     apart = mask & pred.whole[:, None] & gt.whole[None, :] & (overlap == 0.0) & ~analytic
     if np.count_nonzero(analytic):
-        np.copyto(values, rect_iou_matrix(pred_rects, gt_rects, overlap), where=analytic)
+        iou = rect_iou_matrix(pred_rects, gt_rects, overlap, (pred_areas, gt_areas))
+        np.copyto(values, iou, where=analytic)
     values[apart] = 0.0
-    rest = mask & ~analytic & ~apart
+    rest = mask & ~(analytic | apart)
     if not np.count_nonzero(rest):
         return MaskIoUMatrix(values, 0)
 
-    pred_rles: dict[int, dict | None] = {}
-    gt_rles: dict[int, dict | None] = {}
+    rasters = _Rasters(pred, gt, resolution)
     if gate is not None and gate > 0.0:
         # Rasterize the shapes that need it anyway, then drop pairs that cannot reach the gate.
-        _rasterize_into(pred_rles, pred, (rest.any(axis=1) & ~pred.exact_box).nonzero()[0], resolution)
-        _rasterize_into(gt_rles, gt, (rest.any(axis=0) & ~gt.exact_box).nonzero()[0], resolution)
-        bound = _iou_upper_bound(overlap, _areas(pred_rles, pred_rects), _areas(gt_rles, gt_rects))
-        rest &= ~(bound < gate)
+        rasters.ensure(
+            (rest.any(axis=1) & ~pred.exact_box).nonzero()[0].tolist(),
+            (rest.any(axis=0) & ~gt.exact_box).nonzero()[0].tolist(),
+        )
+        raster_areas = rasters.areas(pred_areas, gt_areas)
+        rest &= ~(_iou_upper_bound(overlap, *raster_areas) < gate)
         if not np.count_nonzero(rest):
             return MaskIoUMatrix(values, 0)
 
     pred_rows = rest.any(axis=1).nonzero()[0]
     gt_cols = rest.any(axis=0).nonzero()[0]
-    _rasterize_into(
-        pred_rles, pred, np.array([i for i in pred_rows.tolist() if i not in pred_rles]), resolution
-    )
-    _rasterize_into(gt_rles, gt, np.array([j for j in gt_cols.tolist() if j not in gt_rles]), resolution)
-    row_rles = [pred_rles[i] for i in pred_rows.tolist()]
-    col_rles = [gt_rles[j] for j in gt_cols.tolist()]
+    row_list, col_list = pred_rows.tolist(), gt_cols.tolist()
+    rasters.ensure(row_list, col_list)
+    row_rles = [rasters.pred[i] for i in row_list]
+    col_rles = [rasters.gt[j] for j in col_list]
     if None in row_rles or None in col_rles:
         pred_ok = np.array([rle is not None for rle in row_rles], dtype=bool)
         gt_ok = np.array([rle is not None for rle in col_rles], dtype=bool)
@@ -443,21 +461,46 @@ def maskiou_between(
     return MaskIoUMatrix(values, int(np.count_nonzero(failed)))
 
 
-def _rasterize_into(
-    rles: dict[int, dict | None], batch: GeometryBatch, rows: np.ndarray, resolution: int
-) -> None:
-    if rows.size:
-        rasters = _rasterize_rings(batch.canvas_rings(resolution, rows), resolution)
-        rles.update(zip(rows.tolist(), rasters, strict=True))
+class _Rasters:
+    """The RLEs of a prediction batch and a GT batch at one resolution, each geometry rasterized at
+    most once. ``pred``/``gt`` map a geometry index to its RLE dict, or to None when pycocotools
+    failed on it (a raster error)."""
 
+    def __init__(self, pred: GeometryBatch, gt: GeometryBatch, resolution: int) -> None:
+        self._batches = (pred, gt)
+        self._resolution = resolution
+        self.pred: dict[int, dict | None] = {}
+        self.gt: dict[int, dict | None] = {}
 
-def _areas(rles: dict[int, dict | None], rects: np.ndarray) -> np.ndarray:
-    """Raster area per geometry: from its RLE where rasterized, its rectangle's otherwise (exact for
-    a box; a failed raster gets NaN so that no bound excludes its pairs)."""
-    areas = np.maximum(rects[:, 2] - rects[:, 0], 0.0) * np.maximum(rects[:, 3] - rects[:, 1], 0.0)
-    for index, rle in rles.items():
-        areas[index] = np.nan if rle is None else float(coco_mask.area(rle))
-    return areas
+    def ensure(self, pred_rows: Sequence[int], gt_rows: Sequence[int]) -> None:
+        """Rasterize the listed geometries that are not yet, both sides in one pycocotools call."""
+        new_pred = [i for i in pred_rows if i not in self.pred]
+        new_gt = [j for j in gt_rows if j not in self.gt]
+        if not new_pred and not new_gt:
+            return
+        pred, gt = self._batches
+        resolution = self._resolution
+        rings = pred.canvas_ring_arrays(resolution, new_pred) + gt.canvas_ring_arrays(resolution, new_gt)
+        found = _rasterize_rings(rings, resolution)
+        self.pred.update(zip(new_pred, found[: len(new_pred)], strict=True))
+        self.gt.update(zip(new_gt, found[len(new_pred) :], strict=True))
+
+    def areas(self, pred_rect_areas: np.ndarray, gt_rect_areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raster area per geometry, float64 ``[P]`` and ``[G]``: from its RLE where rasterized (one
+        pycocotools call), its pixel rectangle's (``*_rect_areas``) otherwise (exact for a box); a
+        failed raster gets NaN so that no bound excludes its pairs."""
+        sides = ((self.pred, pred_rect_areas.copy()), (self.gt, gt_rect_areas.copy()))
+        rles = [rle for table, _ in sides for rle in table.values() if rle is not None]
+        measured = coco_mask.area(rles).tolist() if rles else []
+        k = 0
+        for table, areas in sides:
+            for index, rle in table.items():
+                if rle is None:
+                    areas[index] = np.nan
+                else:
+                    areas[index] = measured[k]
+                    k += 1
+        return sides[0][1], sides[1][1]
 
 
 def _iou_upper_bound(overlap: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:

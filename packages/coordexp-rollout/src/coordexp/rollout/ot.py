@@ -58,6 +58,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import attrs
@@ -164,20 +165,36 @@ def _rounds(
     return u, v
 
 
+@lru_cache(maxsize=8)
+def _padding_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For problems padded to ``size`` points a side, indexed by the real point count ``n``
+    (0..size): bool ``[size + 1, size]`` (row n: the first n entries are real) and float64
+    ``[size + 1, size]`` (row n: the marginal ``1/n`` on real entries, 1 on padding). Read-only."""
+    counts = np.arange(size + 1)
+    real = np.arange(size)[None, :] < counts[:, None]
+    with np.errstate(divide="ignore"):
+        marginal = np.where(real, 1.0 / counts[:, None], 1.0)
+    real.flags.writeable = False
+    marginal.flags.writeable = False
+    return real, marginal
+
+
 def _padded_plans(
     cost: np.ndarray, n_rows: np.ndarray, n_cols: np.ndarray, epsilon: float, iters: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`sinkhorn_plans` on checked inputs → (plans ``[B, N, M]``, bool mask of the real
-    entries ``[B, N, M]``)."""
+    """:func:`sinkhorn_plans` on checked inputs → (plans ``[B, N, M]``, bool ``[B, N]`` mask of
+    the real rows)."""
     _, size_n, size_m = cost.shape
-    real_row = (np.arange(size_n) < n_rows[:, None])[:, :, None]
-    real_col = (np.arange(size_m) < n_cols[:, None])[:, None, :]
-    real = real_row & real_col
+    real_rows, row_marginals = _padding_tables(size_n)
+    real_cols, col_marginals = _padding_tables(size_m)
+    real_row = real_rows[n_rows]
+    real_col = real_cols[n_cols][:, None, :]
+    real = real_row[:, :, None] & real_col
     log_kernel = np.minimum(np.maximum(cost / -epsilon, -LOG_KERNEL_FLOOR), LOG_KERNEL_FLOOR)
     # Block-diagonal: the problem, 0 across, and a padding↔padding block of ones (module doc).
-    kernel = np.where(real, np.exp(log_kernel), real_row == real_col)
-    a = np.where(real_row, 1.0 / n_rows[:, None, None], 1.0)
-    b = np.where(real_col, 1.0 / n_cols[:, None, None], 1.0).transpose(0, 2, 1)
+    kernel = np.where(real, np.exp(log_kernel), real_row[:, :, None] == real_col)
+    a = row_marginals[n_rows].reshape(-1, size_n, 1)
+    b = col_marginals[n_cols].reshape(-1, size_m, 1)
     kernel_t = np.ascontiguousarray(kernel.transpose(0, 2, 1))
     with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
         u, v = _rounds(kernel, kernel_t, a, b, iters, guard=False)
@@ -187,7 +204,7 @@ def _padded_plans(
             u[redo], v[redo] = _rounds(kernel[redo], kernel_t[redo], a[redo], b[redo], iters, guard=True)
         plans = u * kernel * v.transpose(0, 2, 1)
     plans *= real
-    return plans, real
+    return plans, real_row
 
 
 def sinkhorn_plans(
@@ -295,10 +312,18 @@ def ot_targets(pred: Any, gt: Any, cfg: PolyOTConfig = PolyOTConfig()) -> OTTarg
     return _targets_from_projection(pred_geom.geom_key, len(pred_geom.values), projected)
 
 
+@lru_cache(maxsize=8)
+def _clamped_ranges(size: int) -> np.ndarray:
+    """int64 ``[size + 1, size]``: row n is ``min(r, n − 1)`` for r in 0..size−1 (read-only)."""
+    table = np.minimum(np.arange(size)[None, :], np.arange(size + 1)[:, None] - 1)
+    table.flags.writeable = False
+    return table
+
+
 def _padded_rows(first: np.ndarray, counts: np.ndarray, size: int) -> np.ndarray:
     """Point indices ``[B, size]``: ``first[k] + r`` for the ``counts[k]`` real rows, then the last
     real row repeated (padding only has to be finite: its plan entries are exactly 0)."""
-    return first[:, None] + np.minimum(np.arange(size), counts[:, None] - 1)
+    return first[:, None] + _clamped_ranges(size)[counts]
 
 
 def _ot_group(
@@ -309,33 +334,32 @@ def _ot_group(
     cfg: PolyOTConfig,
 ) -> list[OTTarget | OTFailure]:
     """One batch: every pair here pads to the same ``slot = (N, M)``."""
-    pred_index = np.array([p for p, _ in pairs], dtype=np.int64)
-    gt_index = np.array([g for _, g in pairs], dtype=np.int64)
+    index = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    pred_index, gt_index = index[:, 0], index[:, 1]
     pred_first, gt_first = pred.stack.offsets[pred_index], gt.stack.offsets[gt_index]
     n_rows = pred.stack.offsets[pred_index + 1] - pred_first
     n_cols = gt.stack.offsets[gt_index + 1] - gt_first
     pred_pts = pred.stack.points[_padded_rows(pred_first, n_rows, slot[0])]
     gt_pts = gt.stack.points[_padded_rows(gt_first, n_cols, slot[1])]
 
-    plans, real = _padded_plans(
+    plans, real_row = _padded_plans(
         pairwise_cost(pred_pts, gt_pts, cfg.cost), n_rows, n_cols, cfg.epsilon, cfg.iters
     )
     projected, mass = _project(plans, gt_pts)
     # Plans are >= 0, so a problem's plan is finite iff its total mass is.
-    sound = np.isfinite(mass.sum(axis=1)) & ((mass > 0) | ~real[:, :, 0]).all(axis=1)
+    sound = (np.isfinite(mass.sum(axis=1)) & ((mass > 0) | ~real_row).all(axis=1)).tolist()
     # Rounding is monotone, so a bbox target (the AABB of rounded corners) equals the rounded AABB.
-    rounded = _round_bins(projected).tolist()
+    rounded = _round_bins(projected).reshape(len(pairs), -1).tolist()
     is_box = pred.is_box[pred_index].tolist()
     out: list[OTTarget | OTFailure] = []
     for k, n in enumerate(n_rows.tolist()):
-        points = rounded[k][:n]
         if not sound[k]:
             out.append(_projection_failure(n, int(n_cols[k])))
         elif is_box[k]:
-            xs, ys = [x for x, _ in points], [y for _, y in points]
+            xs, ys = rounded[k][0 : 2 * n : 2], rounded[k][1 : 2 * n : 2]
             out.append(OTTarget(BBOX_KEY, (min(xs), min(ys), max(xs), max(ys)), "ot"))
         else:
-            out.append(OTTarget(POLY_KEY, tuple(v for point in points for v in point), "ot"))
+            out.append(OTTarget(POLY_KEY, tuple(rounded[k][: 2 * n]), "ot"))
     return out
 
 

@@ -24,6 +24,7 @@ Only the tokens before the hard stop influence the result (E3).
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -44,7 +45,7 @@ from coordexp.rollout.matching import MatchingConfig, match_batches
 from coordexp.rollout.ot import OTFailure, PolyOTConfig, ot_targets_many
 from coordexp.rollout.parity import check_policy, check_prompt_parity
 from coordexp.rollout.record import DecodeInfo, MatchSummary, ParseCounts, RolloutFlags, RolloutTarget
-from coordexp.rollout.targets import POLY_KEY, PrefixElement, build_rollout_target
+from coordexp.rollout.targets import BBOX_KEY, POLY_KEY, PrefixElement, PrefixTable, build_rollout_target
 from coordexp.rollout.trim import (
     OVERLENGTH,
     RETOKENIZE_FAIL,
@@ -159,6 +160,58 @@ def _check_gt(gt_objects: Sequence[CoordObject], cfg: PrepareConfig) -> list[Coo
                 field="poly",
             )
     return objects
+
+
+def _prefix_table(
+    aligned: _AlignedRollout, open_end: int, supervised: dict[int, tuple[int, tuple[int, ...]]]
+) -> PrefixTable:
+    """The prefix elements of a valid rollout: every complete record (appearance order), its extent
+    running from the previous element's end (``open_end`` for the first). ``supervised`` maps a
+    prediction index (valid records numbered in order) to its ``(gt_index, target bins)``; the other
+    elements are FP spans."""
+    records = aligned.parse.records
+    ends = np.array(aligned.parse.record_ends, dtype=np.int64).reshape(-1)
+    extents = np.empty((len(records), 2), dtype=np.int64)
+    extents[:, 1] = ends
+    extents[:1, 0] = open_end
+    extents[1:, 0] = ends[:-1]
+    element: list[int] = []
+    pred_of: list[int] = []
+    gt_of: list[int] = []
+    is_box: list[bool] = []
+    positions: list[tuple[int, ...]] = []
+    targets: list[tuple[int, ...]] = []
+    pred_index = -1
+    for k, record in enumerate(records):
+        if not record.valid:
+            continue
+        pred_index += 1
+        match_of = supervised.get(pred_index)
+        if match_of is not None:
+            element.append(k)
+            pred_of.append(pred_index)
+            gt_of.append(match_of[0])
+            is_box.append(record.geom_key == BBOX_KEY)
+            positions.append(aligned.coord_positions[record.index])
+            targets.append(match_of[1])
+    matched = np.zeros(len(records), dtype=bool)
+    matched[element] = True
+    arity = np.fromiter(map(len, targets), np.int64, len(targets))
+    total = int(arity.sum())
+    return PrefixTable(
+        extents=extents,
+        matched=matched,
+        desc_spans=np.array(
+            [r.desc_span for r in records if r.desc_span is not None], dtype=np.int64
+        ).reshape(-1, 2),
+        element=np.array(element, dtype=np.int64),
+        pred_index=np.array(pred_of, dtype=np.int64),
+        gt_index=np.array(gt_of, dtype=np.int64),
+        is_box=np.array(is_box, dtype=bool),
+        arity=arity,
+        coord_pos=np.fromiter(itertools.chain.from_iterable(positions), np.int64, total),
+        target=np.fromiter(itertools.chain.from_iterable(targets), np.int64, total),
+    )
 
 
 class RolloutPreparer:
@@ -324,7 +377,7 @@ class RolloutPreparer:
 
     def _match(
         self, aligned: _AlignedRollout, trim: TrimResult, gt: list[CoordObject]
-    ) -> tuple[tuple[PrefixElement, ...], MatchSummary, tuple[int, ...]]:
+    ) -> tuple[PrefixTable, MatchSummary, tuple[int, ...]]:
         records = aligned.parse.records
         preds = [record for record in records if record.valid]
         # Valid records and CoordObjects already hold checked CoordJSON geometries: stack them
@@ -332,10 +385,9 @@ class RolloutPreparer:
         pred_geoms = GeometryBatch.from_bins([r.geom_key for r in preds], [r.values for r in preds])
         gt_geoms = GeometryBatch.from_bins([o.geom_key for o in gt], [o.values for o in gt])
         result = match_batches(pred_geoms, gt_geoms, self.cfg.matching)
+        pred_box, gt_box = pred_geoms.is_box.tolist(), gt_geoms.is_box.tolist()
         ot_pairs = [
-            (p, g)
-            for p, g, _ in result.pairs
-            if self.cfg.uses_poly_ot and not (pred_geoms.is_box[p] and gt_geoms.is_box[g])
+            (p, g) for p, g, _ in result.pairs if self.cfg.uses_poly_ot and not (pred_box[p] and gt_box[g])
         ]
         ot_results = dict(
             zip(ot_pairs, ot_targets_many(pred_geoms, gt_geoms, ot_pairs, self.cfg.poly_ot), strict=True)
@@ -354,28 +406,7 @@ class RolloutPreparer:
                 target = found.values
             supervised[pred_index] = (gt_index, target)
             pairs.append((pred_index, gt_index, iou))
-        pred_index_of = {record.index: k for k, record in enumerate(preds)}
-        elements = []
-        start = trim.open_end
-        for record, end in zip(records, aligned.parse.record_ends, strict=True):
-            pred_index = pred_index_of.get(record.index)
-            match_of = supervised.get(pred_index) if pred_index is not None else None
-            if match_of is None:
-                elements.append(PrefixElement((start, end), record.desc_span, pred_index=pred_index))
-            else:
-                elements.append(
-                    PrefixElement(
-                        (start, end),
-                        record.desc_span,
-                        matched=True,
-                        pred_index=pred_index,
-                        gt_index=match_of[0],
-                        geom_key=record.geom_key,
-                        coord_positions=aligned.coord_positions[record.index],
-                        target=match_of[1],
-                    )
-                )
-            start = end
+        table = _prefix_table(aligned, trim.open_end, supervised)
         fn = tuple(sorted((*result.fn, *(g for _, g in excluded))))
         fp = tuple(sorted((*result.fp, *(p for p, _ in excluded))))
         summary = MatchSummary(
@@ -386,13 +417,13 @@ class RolloutPreparer:
             gating_rejections=result.gating_rejections,
             candidate_pairs=result.candidate_pairs,
         )
-        return tuple(elements), summary, fn
+        return table, summary, fn
 
     def _build(
         self,
         aligned: _AlignedRollout | None,
         trim: TrimResult,
-        elements: Sequence[PrefixElement],
+        elements: PrefixTable | Sequence[PrefixElement],
         gt: list[CoordObject],
         fn: Sequence[int],
         prompt_len: int,

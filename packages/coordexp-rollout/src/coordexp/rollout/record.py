@@ -34,6 +34,14 @@ TAIL_KINDS = (SpanKind.FN, SpanKind.CLOSURE, SpanKind.EOS)
 _REGION = np.zeros(max(SpanKind) + 1, dtype=np.int8)
 _REGION[[int(k) for k in PREFIX_KINDS]] = 1
 _REGION[[int(k) for k in TAIL_KINDS]] = 2
+# _LAYOUT[kind]: _REGION with the eos kind singled out as 3; a valid record's per-position codes
+# are p ones, then twos, then one three (see _layout_bytes).
+_LAYOUT = _REGION.copy()
+_LAYOUT[int(SpanKind.EOS)] = 3
+# _SLOT_SIDE[kind]: 1 for PREFIX_MATCHED (prefix slots), 2 for FN (FN slots), 0 otherwise.
+_SLOT_SIDE = np.zeros(max(SpanKind) + 1, dtype=np.int8)
+_SLOT_SIDE[int(SpanKind.PREFIX_MATCHED)] = 1
+_SLOT_SIDE[int(SpanKind.FN)] = 2
 
 
 def _int_array(value: Any, what: str, ndim: int = 1, width: int | None = None) -> np.ndarray:
@@ -356,6 +364,16 @@ class RolloutTarget:
 
     # -- validation -----------------------------------------------------------------------------
     def _validate(self) -> None:
+        """Raise :class:`PipelineError` unless the record meets the contract of the module doc.
+
+        Valid records (every record the builder makes) are recognized by a few whole-array tests
+        (:func:`_certainly_valid`); anything else gets the check-by-check pass that names the
+        problem.
+        """
+        if not _certainly_valid(self):
+            self._validate_in_detail()
+
+    def _validate_in_detail(self) -> None:
         n = self.train_len
         if self.token_type.shape != (n,) or self.span_kind.shape != (n,):
             raise PipelineError(
@@ -514,6 +532,113 @@ class RolloutTarget:
                 f"RolloutTarget.{what}: position {p} is not a coord slot with target {t} "
                 f"(slot target {int(target_of[p])}, -1 = no slot)"
             )
+
+
+def _layout_bytes(prefix_len: int, train_len: int) -> bytes:
+    """The :data:`_LAYOUT` codes (int8) of a valid record's positions, as bytes."""
+    return b"\x01" * prefix_len + b"\x02" * (train_len - prefix_len - 1) + b"\x03"
+
+
+def _below(values: np.ndarray, bound: int) -> bool:
+    """True when every entry of the int64 array ``values`` lies in ``[0, bound)`` (one reduction:
+    read as uint64, negative entries are huge)."""
+    return not values.size or int(values.view(np.uint64).max()) < bound
+
+
+def _tables_well_formed(target: RolloutTarget) -> bool:
+    """The dtypes and shapes :meth:`RolloutTarget._check_tables` requires (no values read)."""
+    for table in (target.coord_slots_prefix, target.coord_slots_fn):
+        arrays = (table.pos, table.target_bin, table.object, table.slot)
+        if any(
+            type(a) is not np.ndarray or a.dtype != np.int64 or a.ndim != 1 or a.shape != arrays[0].shape
+            for a in arrays
+        ):
+            return False
+    for table in (target.bbox_groups_prefix, target.bbox_groups_fn):
+        arrays = (table.pos, table.target, table.gt_index, table.pred_index, table.weight)
+        if any(type(a) is not np.ndarray for a in arrays):
+            return False
+        g = table.gt_index.shape[0]
+        if (
+            table.pos.shape != (g, 4)
+            or table.target.shape != (g, 4)
+            or table.pred_index.shape != (g,)
+            or table.weight.shape != (g,)
+            or table.pos.dtype != np.int64
+            or table.target.dtype != np.int64
+            or table.gt_index.dtype != np.int64
+            or table.pred_index.dtype != np.int64
+            or table.weight.dtype.kind != "f"
+        ):
+            return False
+    return all(
+        len(group.pos) == len(group.target) and len(group.pos) >= 6 and not len(group.pos) % 2
+        for group in target.poly_groups_prefix
+    )
+
+
+def _certainly_valid(target: RolloutTarget) -> bool:
+    """True only when :meth:`RolloutTarget._validate_in_detail` would pass: the same conditions,
+    tested on concatenated arrays with a few reductions. False means "check in detail" (which then
+    raises, or passes for a valid record this test did not recognize)."""
+    n, p = target.train_len, target.prefix_len
+    token_type, kinds = target.token_type, target.span_kind
+    if token_type.shape != (n,) or kinds.shape != (n,) or not 1 <= p < n or target.prompt_len < 0:
+        return False
+    if not _tables_well_formed(target) or target.y_train.min() < 0 or not _below(kinds, _LAYOUT.shape[0]):
+        return False
+    # Region of every span kind, and the eos kind exactly at the end; the eos type likewise.
+    if _LAYOUT[kinds].tobytes() != _layout_bytes(p, n):
+        return False
+    eos_type = int(TokenType.EOS)
+    if token_type[-1] != eos_type or np.count_nonzero(token_type == eos_type) != 1:
+        return False
+    slots_prefix, slots_fn = target.coord_slots_prefix, target.coord_slots_fn
+    all_pos = np.concatenate([slots_prefix.pos, slots_fn.pos])
+    all_bins = np.concatenate([slots_prefix.target_bin, slots_fn.target_bin])
+    if all_pos.size:
+        numbering = np.concatenate([slots_prefix.object, slots_prefix.slot, slots_fn.object, slots_fn.slot])
+        if not _below(all_bins, MAX_BIN + 1) or numbering.min() < 0 or not _below(all_pos, n):
+            return False
+        # Slots sit on coord tokens of their side's span kind (which also puts them on the right
+        # side of prefix_len), each position at most once.
+        side = b"\x01" * len(slots_prefix) + b"\x02" * len(slots_fn)
+        if _SLOT_SIDE[kinds[all_pos]].tobytes() != side:
+            return False
+        if np.count_nonzero(token_type[all_pos] != int(TokenType.COORD)):
+            return False
+        if np.bincount(all_pos, minlength=n).max() > 1:
+            return False
+    target_of = np.full(n, -1, dtype=np.int64)
+    target_of[all_pos] = all_bins
+    groups_prefix, groups_fn = target.bbox_groups_prefix, target.bbox_groups_fn
+    polys = target.poly_groups_prefix
+    prefix_pos = groups_prefix.pos.reshape(-1)
+    prefix_target = groups_prefix.target.reshape(-1)
+    if polys:
+        try:
+            poly_pos = np.fromiter(itertools.chain.from_iterable(g.pos for g in polys), dtype=np.int64)
+            poly_target = np.fromiter(itertools.chain.from_iterable(g.target for g in polys), dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            return False  # not int positions: the detailed pass reports it where it would
+        prefix_pos = np.concatenate([prefix_pos, poly_pos])
+        prefix_target = np.concatenate([prefix_target, poly_target])
+    fn_pos = groups_fn.pos.reshape(-1)
+    if not _below(prefix_pos, p) or (fn_pos.size and (fn_pos.min() < p or fn_pos.max() >= n)):
+        return False
+    group_pos = np.concatenate([prefix_pos, fn_pos])
+    group_target = np.concatenate([prefix_target, groups_fn.target.reshape(-1)])
+    if target_of[group_pos].tobytes() != group_target.tobytes():
+        return False
+    gt_index = np.concatenate([groups_prefix.gt_index, groups_fn.gt_index])
+    weights = np.concatenate([groups_prefix.weight, groups_fn.weight])
+    return not gt_index.size or bool(
+        gt_index.min() >= 0
+        and (not len(groups_prefix) or groups_prefix.pred_index.min() >= -1)
+        and not np.count_nonzero(groups_fn.pred_index != -1)
+        and weights.min() >= 0
+        and weights.max() < np.inf
+    )
 
 
 __all__ = [

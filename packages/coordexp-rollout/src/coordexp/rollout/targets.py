@@ -90,6 +90,60 @@ class PrefixElement:
                 )
 
 
+@attrs.frozen(eq=False)
+class PrefixTable:
+    """A kept prefix's complete elements as parallel arrays: what :func:`build_rollout_target`
+    works on (:meth:`of` converts :class:`PrefixElement` values; the preparer builds it directly).
+
+    ``extents``: int64 ``[E, 2]``, each element's extent (as :attr:`PrefixElement.extent`), in
+    order; ``matched``: bool ``[E]``; ``desc_spans``: int64 ``[D, 2]``, the desc spans of the
+    elements that have one, in order. The ``M`` matched elements, in order: ``element`` int64
+    ``[M]`` (their index among the E), ``pred_index``/``gt_index`` int64 ``[M]``, ``is_box`` bool
+    ``[M]``, ``arity`` int64 ``[M]`` (coord slots each, >= 1) and, flat over them in order,
+    ``coord_pos``/``target`` int64 ``[arity.sum()]``. Arrays are read-only.
+    """
+
+    extents: np.ndarray
+    matched: np.ndarray
+    desc_spans: np.ndarray
+    element: np.ndarray
+    pred_index: np.ndarray
+    gt_index: np.ndarray
+    is_box: np.ndarray
+    arity: np.ndarray
+    coord_pos: np.ndarray
+    target: np.ndarray
+
+    def __attrs_post_init__(self) -> None:
+        for field in attrs.fields(PrefixTable):
+            getattr(self, field.name).flags.writeable = False
+
+    def __len__(self) -> int:
+        return int(self.extents.shape[0])
+
+    @classmethod
+    def of(cls, elements: Sequence[PrefixElement]) -> PrefixTable:
+        """The table of ``elements`` (each already checked by :class:`PrefixElement`)."""
+        matched = [(k, e) for k, e in enumerate(elements) if e.matched]
+        m = len(matched)
+        arity = np.fromiter((len(e.target) for _, e in matched), np.int64, m)
+        total = int(arity.sum())
+        return cls(
+            extents=_intervals([e.extent for e in elements]),
+            matched=np.fromiter((e.matched for e in elements), bool, len(elements)),
+            desc_spans=_intervals([e.desc_span for e in elements if e.desc_span is not None]),
+            element=np.fromiter((k for k, _ in matched), np.int64, m),
+            pred_index=np.fromiter((e.pred_index for _, e in matched), np.int64, m),
+            gt_index=np.fromiter((e.gt_index for _, e in matched), np.int64, m),
+            is_box=np.fromiter((e.geom_key == BBOX_KEY for _, e in matched), bool, m),
+            arity=arity,
+            coord_pos=np.fromiter(
+                itertools.chain.from_iterable(e.coord_positions for _, e in matched), np.int64, total
+            ),
+            target=np.fromiter(itertools.chain.from_iterable(e.target for _, e in matched), np.int64, total),
+        )
+
+
 def fn_lead(prefix_text: str, has_fn: bool) -> str:
     """``", "`` iff the prefix ends (ignoring whitespace) in ``}`` and there are FN objects, else ``""``.
 
@@ -155,7 +209,7 @@ def build_rollout_target(
     *,
     codec: TextCodec,
     trim: TrimResult,
-    elements: Sequence[PrefixElement],
+    elements: Sequence[PrefixElement] | PrefixTable,
     gt_objects: Sequence[CoordObject],
     fn_indices: Sequence[int],
     field_order: FieldOrder,
@@ -169,13 +223,15 @@ def build_rollout_target(
 ) -> RolloutTarget:
     """Append the FN fragment to ``trim``'s prefix and label every position (module doc).
 
-    ``elements`` are the prefix's complete elements in order (none for an invalid rollout);
+    ``elements`` are the prefix's complete elements in order (none for an invalid rollout), as
+    :class:`PrefixElement` values or their :class:`PrefixTable`;
     ``fn_indices`` the GT indices to append, in GT order. ``prefix_bytes``: the bytes of
     ``trim.prefix_ids`` when the caller already has them (else looked up); ``prefix_array``: the same
     ids as an int array (saves converting the tuple; it must equal ``trim.prefix_ids``). Raises
     :class:`PipelineError` when the tokenizer does not reproduce the fragment text exactly or the GT
     holds an eos-type token.
     """
+    table = elements if isinstance(elements, PrefixTable) else PrefixTable.of(elements)
     fn_list = [int(i) for i in fn_indices]
     if fn_list != sorted(set(fn_list)) or (fn_list and not 0 <= fn_list[0] <= fn_list[-1] < len(gt_objects)):
         raise PipelineError(f"fn_indices must be distinct GT indices in GT order, got {fn_list}")
@@ -212,21 +268,20 @@ def build_rollout_target(
             "the tokenizer does not reproduce the prefix/FN fragment exactly (normalization?)"
         )
 
-    desc_spans = [e.desc_span for e in elements if e.desc_span is not None]
-    desc_spans += [(s + n_prefix_chars, t + n_prefix_chars) for s, t in fragment.desc_spans]
+    desc_spans = np.concatenate([table.desc_spans, _intervals(fragment.desc_spans) + n_prefix_chars])
     token_type = token_types_for_tokens(
         y_train,
         spans.starts,
         spans.ends,
-        _intervals(desc_spans),
+        desc_spans,
         coord_mask_for(codec.coord_vocab, _table_size(int(y_train.max()) + 1)),
         codec.eos_id,
     )
     fn_end = n_prefix_chars + fragment.tail_start
     intervals = {
         SpanKind.PREFIX_OPEN: _intervals([(0, trim.open_end)]),
-        SpanKind.PREFIX_MATCHED: _intervals([e.extent for e in elements if e.matched]),
-        SpanKind.PREFIX_FP: _intervals([e.extent for e in elements if not e.matched]),
+        SpanKind.PREFIX_MATCHED: table.extents[table.matched],
+        SpanKind.PREFIX_FP: table.extents[~table.matched],
         SpanKind.FN: _intervals([(n_prefix_chars, fn_end)] if fn_objects else []),
         SpanKind.CLOSURE: _intervals([(fn_end, n_prefix_chars + len(fragment.text))]),
     }
@@ -238,8 +293,8 @@ def build_rollout_target(
         bad = int(np.flatnonzero((span_kind == int(SpanKind.EOS)) != is_eos)[0])
         raise PipelineError(f"Y_train position {bad} is not covered by any span (or the eos is misplaced)")
 
-    n_elements = len(elements)
-    slots_prefix, groups_prefix, polys = _prefix_slots(elements)
+    n_elements = len(table)
+    slots_prefix, groups_prefix, polys = _prefix_slots(table)
     bins = codec.coord_vocab.bins_of_array(y_train)
     fn_positions, arity = _fn_coord_positions(
         bins, spans.starts, spans.ends, prefix_len, fragment, fn_objects, n_prefix_chars
@@ -279,31 +334,37 @@ def _slot_numbering(objects: np.ndarray, arity: np.ndarray) -> tuple[np.ndarray,
     return np.repeat(objects, arity), np.arange(total, dtype=np.int64) - np.repeat(first_slot, arity)
 
 
-def _prefix_slots(
-    elements: Sequence[PrefixElement],
-) -> tuple[CoordSlots, BBoxGroupTable, tuple[PolyGroup, ...]]:
-    matched = [(index, e) for index, e in enumerate(elements) if e.matched]
-    if not matched:
+def _prefix_slots(table: PrefixTable) -> tuple[CoordSlots, BBoxGroupTable, tuple[PolyGroup, ...]]:
+    """The matched elements' coord slots (objects numbered by element), bbox groups and poly groups."""
+    if not table.element.size:
         return CoordSlots.empty(), BBoxGroupTable.empty(), ()
-    arity = np.fromiter((len(e.target) for _, e in matched), dtype=np.int64, count=len(matched))
-    total = int(arity.sum())
-    pos = np.fromiter(itertools.chain.from_iterable(e.coord_positions for _, e in matched), np.int64, total)
-    target = np.fromiter(itertools.chain.from_iterable(e.target for _, e in matched), np.int64, total)
-    obj, slot = _slot_numbering(np.fromiter((i for i, _ in matched), np.int64, len(matched)), arity)
-    slots = CoordSlots.built(pos, target, obj, slot)
-    boxes = [e for _, e in matched if e.geom_key == BBOX_KEY]
-    polys = tuple(
-        PolyGroup.built(tuple(e.coord_positions), tuple(e.target), e.gt_index, e.pred_index)
-        for _, e in matched
-        if e.geom_key != BBOX_KEY
-    )
-    if not boxes:
+    obj, slot = _slot_numbering(table.element, table.arity)
+    slots = CoordSlots.built(table.coord_pos, table.target, obj, slot)
+    is_box = table.is_box
+    polys: tuple[PolyGroup, ...] = ()
+    if not is_box.all():
+        pos, target = table.coord_pos.tolist(), table.target.tolist()
+        ends = np.cumsum(table.arity).tolist()
+        polys = tuple(
+            PolyGroup.built(tuple(pos[end - n : end]), tuple(target[end - n : end]), g, p)
+            for end, n, g, p, box in zip(
+                ends,
+                table.arity.tolist(),
+                table.gt_index.tolist(),
+                table.pred_index.tolist(),
+                is_box.tolist(),
+                strict=True,
+            )
+            if not box
+        )
+    if not is_box.any():
         return slots, BBoxGroupTable.empty(), polys
+    box_slots = np.repeat(is_box, table.arity)
     groups = BBoxGroupTable.built(
-        np.array([e.coord_positions for e in boxes], dtype=np.int64).reshape(-1, 4),
-        np.array([e.target for e in boxes], dtype=np.int64).reshape(-1, 4),
-        np.array([e.gt_index for e in boxes], dtype=np.int64),
-        np.array([e.pred_index for e in boxes], dtype=np.int64),
+        table.coord_pos[box_slots].reshape(-1, 4),
+        table.target[box_slots].reshape(-1, 4),
+        table.gt_index[is_box],
+        table.pred_index[is_box],
     )
     return slots, groups, polys
 
@@ -355,6 +416,7 @@ def check_target_ids(target: RolloutTarget, codec: TextCodec) -> None:
 
 __all__ = [
     "PrefixElement",
+    "PrefixTable",
     "build_rollout_target",
     "check_target_ids",
     "fn_fragment",
