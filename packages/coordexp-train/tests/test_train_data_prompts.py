@@ -69,17 +69,32 @@ def test_coco_80_appends_the_official_names() -> None:
 def test_all_variants_differ_and_hash_distinctly() -> None:
     hashes = {
         prompt_sha256(resolve_prompt(v, o, f))
-        for v in ("default", "coco_80")
+        for v in ("default", "coco_80", "compact")
         for o in ("sorted", "random")
         for f in ("desc_first", "geometry_first")
     }
-    assert len(hashes) == 8
+    assert len(hashes) == 12
+
+
+def test_compact_variant_is_registered_by_coordexp_train() -> None:
+    assert available_prompt_variants()["compact"] == "coordexp-train"
+    pair = resolve_prompt("compact", "sorted", "desc_first")
+    assert pair.system == (
+        'Reply {"objects": [...]}; element {"desc": ..., "bbox_2d"|"poly": [<|coord_N|>, ...]}; '
+        "objects top to bottom, then left to right."
+    )
+    assert pair.user == "Detect all objects in the image."
+    geometry_first = resolve_prompt("compact", "random", "geometry_first").system
+    assert '{"bbox_2d"|"poly": [<|coord_N|>, ...], "desc": ...}' in geometry_first
+    assert geometry_first.endswith("objects in any order.")
+    default = resolve_prompt("default", "sorted", "desc_first")
+    assert len(pair.system) + len(pair.user) < (len(default.system) + len(default.user)) / 4
 
 
 _SUBPROCESS = textwrap.dedent(
     """
     from coordexp.train.data import prompt_sha256, resolve_prompt
-    for v in ("default", "coco_80"):
+    for v in ("default", "coco_80", "compact"):
         for o in ("sorted", "random"):
             for f in ("desc_first", "geometry_first"):
                 print(v, o, f, prompt_sha256(resolve_prompt(v, o, f)))
@@ -90,7 +105,7 @@ _SUBPROCESS = textwrap.dedent(
 def test_b8_identical_across_processes() -> None:
     expected = "".join(
         f"{v} {o} {f} {prompt_sha256(resolve_prompt(v, o, f))}\n"
-        for v in ("default", "coco_80")
+        for v in ("default", "coco_80", "compact")
         for o in ("sorted", "random")
         for f in ("desc_first", "geometry_first")
     )

@@ -9,11 +9,11 @@ from PIL import Image
 
 from coordexp.core.errors import ConfigError
 from coordexp.train.data.prompts import resolve_prompt
+from coordexp.train.data.render import build_messages
 from coordexp.train.models import (
     CHAT_TEMPLATE,
     build_processor,
     build_tiny_tokenizer,
-    detection_messages,
     load_qwen3_tokenizer,
     probe_chat_template,
 )
@@ -57,7 +57,7 @@ def test_processor_prompt_matches_probe(tokenizers):
         tok, system=prompt.system, user=prompt.user, assistant=ANSWERS[0], image_pad_count=n_pads
     )
     text = processor.apply_chat_template(
-        detection_messages(prompt.system, prompt.user), tokenize=False, add_generation_prompt=True
+        build_messages(prompt, "x.png"), tokenize=False, add_generation_prompt=True
     )
     image = Image.fromarray(np.zeros((height, width, 3), dtype=np.uint8))
     batch = processor(text=[text], images=[image], return_tensors="pt")
@@ -67,10 +67,11 @@ def test_processor_prompt_matches_probe(tokenizers):
 def test_probe_rejects_a_template_that_rewrites_the_answer(tokenizers):
     tok = build_tiny_tokenizer()
     # Like Qwen3's text template: an (empty) reasoning block before the assistant content.
+    # (The data path sends typed parts, so the rewrite goes into the text-part branch.)
     tok.chat_template = CHAT_TEMPLATE.replace(
-        "{{- message['content'] -}}",
+        "{{- part['text'] -}}",
         "{{- ('<think>\\n\\n</think>\\n\\n' if message['role'] == 'assistant' else '') "
-        "+ message['content'] -}}",
+        "+ part['text'] -}}",
     )
     assert tok.chat_template != CHAT_TEMPLATE
     prompt = resolve_prompt("default", "sorted", "desc_first")

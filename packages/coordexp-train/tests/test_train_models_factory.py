@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 
 from coordexp.core.errors import ConfigError
+from coordexp.train.data.prompts import PromptPair
+from coordexp.train.data.render import build_messages
 from coordexp.train.models import (
     PRESETS,
     ModelPreset,
@@ -18,7 +20,6 @@ from coordexp.train.models import (
     build_tiny_tokenizer,
     coord_vocab_for,
     create_model,
-    detection_messages,
     get_preset,
     load_model_and_processor,
     save_checkpoint,
@@ -47,7 +48,7 @@ def loaded(checkpoint):
 def _batch(processor, sizes, answer=None):
     texts, images = [], []
     for i, (height, width) in enumerate(sizes):
-        messages = detection_messages("You are a detector.", f"Detect objects {i}.", answer)
+        messages = build_messages(PromptPair("You are a detector.", f"Detect objects {i}."), "x.png", answer)
         texts.append(
             processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=answer is None)
         )
@@ -83,6 +84,21 @@ def test_small_preset_is_untied():
     model = build_model("small", build_tiny_tokenizer(), seed=0)
     assert model.lm_head.weight is not model.get_input_embeddings().weight
     assert model.config.text_config.num_hidden_layers == 4 and model.config.vision_config.hidden_size == 128
+
+
+def test_preset_init_scale_and_rope_theta_reach_the_model():
+    tiny = get_preset("tiny")
+    model = build_model(tiny, build_tiny_tokenizer(), seed=0)
+    text, vision = model.config.text_config, model.config.vision_config
+    assert text.initializer_range == vision.initializer_range == tiny.initializer_range == 0.1
+    assert text.rope_parameters["rope_theta"] == tiny.rope_theta == 10_000.0
+    for weight in (
+        model.model.language_model.layers[0].self_attn.q_proj.weight,
+        model.model.language_model.layers[1].mlp.down_proj.weight,
+        model.model.visual.blocks[0].attn.qkv.weight,
+        model.model.visual.merger.linear_fc1.weight,
+    ):
+        assert abs(float(weight.detach().std()) - 0.1) < 0.01
 
 
 def test_build_is_deterministic_in_the_seed():
@@ -210,6 +226,8 @@ def test_presets_enforce_qwen3vl_constraints():
         ({"num_position_embeddings": 200}, "perfect square"),
         ({"text_kv_heads": 3}, "multiple of text_kv_heads"),
         ({"text_layers": 0}, "positive int"),
+        ({"initializer_range": 0.0}, "positive finite number"),
+        ({"initializer_range": float("nan")}, "positive finite number"),
     ]:
         with pytest.raises(ConfigError, match=match):
             ModelPreset(**{**fields, **change})

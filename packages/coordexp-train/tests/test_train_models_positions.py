@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from coordexp.core.errors import ConfigError, PipelineError
+from coordexp.train.data.prompts import PromptPair
+from coordexp.train.data.render import build_messages
 from coordexp.train.models import (
     PackSegment,
     block_diagonal_causal_mask,
@@ -18,7 +20,6 @@ from coordexp.train.models import (
     build_tiny_tokenizer,
     check_packed_positions,
     cu_seq_lens_from_lengths,
-    detection_messages,
     pack_position_ids,
     packed_attention_mask,
     packed_model_inputs,
@@ -45,7 +46,7 @@ def samples(tiny):
     _, processor = tiny
     out = []
     for i, size in enumerate([(64, 64), (32, 96), None]):
-        messages = detection_messages("You are a detector.", f"Find shapes {i}.", ANSWER[: 40 + 20 * i])
+        messages = build_messages(PromptPair("You are a detector.", f"Find shapes {i}."), "x.png", ANSWER[: 40 + 20 * i])
         if size is None:
             messages[1]["content"] = messages[1]["content"][1:]
         text = processor.apply_chat_template(messages, tokenize=False)

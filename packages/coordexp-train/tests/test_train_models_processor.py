@@ -12,11 +12,12 @@ from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
 from coordexp.core.errors import ConfigError
+from coordexp.train.data.prompts import PromptPair
+from coordexp.train.data.render import build_messages
 from coordexp.train.models import (
     CoordexpQwen3VLProcessor,
     build_processor,
     build_tiny_tokenizer,
-    detection_messages,
     load_processor,
 )
 from coordexp.train.models.tokenizer import BUNDLED_BPE_ASSET
@@ -32,7 +33,7 @@ def _image(height: int, width: int, seed: int = 0) -> Image.Image:
 
 
 def _prompt(processor, n_images: int = 1) -> str:
-    messages = detection_messages("sys", "find things")
+    messages = build_messages(PromptPair("sys", "find things"), "x.png")
     messages[1]["content"] = [{"type": "image"}] * n_images + [{"type": "text", "text": "find things"}]
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 

@@ -2,7 +2,7 @@
 
 The teacher-forced sequence of every stage is `prompt ids + assistant ids`, with the prompt encoded
 exactly as the rollout backends encode it for generation, so prompt parity (spec 01 §1.5) holds by
-construction: both call `encode_prompt`.
+construction: both call `encode_prompt` (or `PromptEncoder`, its cached form for many images).
 """
 
 from __future__ import annotations
@@ -51,6 +51,44 @@ def encode_prompt(processor: Any, pair: PromptPair, image_path: str) -> EncodedP
         pixel_values=out["pixel_values"],
         image_grid_thw=out["image_grid_thw"].long(),
     )
+
+
+class PromptEncoder:
+    """`encode_prompt` for many images under one prompt pair, tokenizing the text once per image grid.
+
+    The prompt ids are a function of the pair and the image grid only (the processor expands the
+    single `<|image_pad|>` to `t·h·w/merge²` copies), so the first image of each grid goes through
+    the full processor and its ids are kept; later images of that grid run only the image processor.
+    That skips the chat-template render, the tokenizer call and the processor's kwargs merging,
+    about half of `encode_prompt`'s CPU time. Results equal `encode_prompt` (tested). The cache
+    holds one id tensor per distinct grid: small even for natural-image data sets.
+    """
+
+    def __init__(self, processor: Any, pair: PromptPair) -> None:
+        self.processor = processor
+        self.pair = pair
+        # The template renders an image part as markup only, so the text does not depend on the path.
+        self.text = render_prompt(processor, pair, "image")
+        self._ids: dict[tuple[int, ...], torch.Tensor] = {}
+
+    @property
+    def cached_grids(self) -> int:
+        """How many distinct image grids have been tokenized so far."""
+        return len(self._ids)
+
+    def __call__(self, image_path: str) -> EncodedPrompt:
+        with Image.open(image_path) as img:
+            image = img.convert("RGB")
+        vision = self.processor.image_processor(images=[image], return_tensors="pt")
+        grid = vision["image_grid_thw"].long()
+        key = tuple(grid.flatten().tolist())
+        ids = self._ids.get(key)
+        if ids is None:
+            out = self.processor(text=[self.text], images=[image], return_tensors="pt")
+            ids = self._ids[key] = out["input_ids"][0].long()
+        return EncodedPrompt(
+            text=self.text, input_ids=ids, pixel_values=vision["pixel_values"], image_grid_thw=grid
+        )
 
 
 def prompt_ids_sha256(ids: torch.Tensor) -> str:

@@ -18,7 +18,7 @@ from coordexp.rollout.decoding import DecodeParams
 from coordexp.rollout.hf_backend import HFBackend
 from coordexp.train.data.prompts import PromptPair
 from coordexp.train.data.records import Record
-from coordexp.train.encode.prompt import EncodedPrompt, encode_prompt
+from coordexp.train.encode.prompt import EncodedPrompt, PromptEncoder
 from coordexp.train.encode.vocab import TokenizerInfo
 from coordexp.train.eval.records import ImageRecord, image_record
 from coordexp.train.eval.scores import score_predictions
@@ -43,6 +43,7 @@ class Predictor:
         self.info = info
         self.prompt = prompt
         self.settings = settings
+        self._encode_prompt = PromptEncoder(processor, prompt)
         self.table = vocab_token_bytes(processor.tokenizer)
         self.backend = HFBackend(
             model,
@@ -58,11 +59,11 @@ class Predictor:
 
     def _encode_request(self, request: RolloutRequest):
         key = str(request.image)
-        encoded = self._pending.pop(key, None) or encode_prompt(self.processor, self.prompt, key)
+        encoded = self._pending.pop(key, None) or self._encode_prompt(key)
         return encoded.input_ids, encoded.pixel_values, encoded.image_grid_thw
 
     def request_for(self, record: Record) -> RolloutRequest:
-        encoded = encode_prompt(self.processor, self.prompt, str(record.image))
+        encoded = self._encode_prompt(str(record.image))
         self._pending[str(record.image)] = encoded
         return RolloutRequest(
             prompt_ids=tuple(encoded.input_ids.tolist()),

@@ -7,7 +7,6 @@ from __future__ import annotations
 from coordexp.train.models.chat_template import (
     CHAT_TEMPLATE,
     ChatTemplateProbe,
-    detection_messages,
     probe_chat_template,
 )
 from coordexp.train.models.expand_vocab import ExpandVocabResult, expand_vocab
@@ -81,7 +80,6 @@ __all__ = [
     "coord_vocab_for",
     "create_model",
     "cu_seq_lens_from_lengths",
-    "detection_messages",
     "expand_vocab",
     "get_preset",
     "load_model",

@@ -21,7 +21,11 @@ from typing import Any
 import attrs
 
 from coordexp.core.errors import ConfigError
+from coordexp.train.data.prompts import PromptPair
+from coordexp.train.data.render import build_messages
 from coordexp.train.models.special_tokens import GENERATION_PROMPT, IM_END, IM_START, IMAGE_MARKUP, IMAGE_PAD
+
+_PROBE_IMAGE = "probe.png"  # the template renders image parts as markup; the path is never read
 
 CHAT_TEMPLATE = r"""{%- for message in messages -%}
     {%- if message['role'] not in ['system', 'user', 'assistant'] -%}
@@ -47,17 +51,6 @@ CHAT_TEMPLATE = r"""{%- for message in messages -%}
     {{- '<|im_start|>assistant\n' -}}
 {%- endif -%}
 """
-
-
-def detection_messages(system: str, user: str, assistant: str | None = None) -> list[dict[str, Any]]:
-    """The message list of one detection sample: system text; user = one image then text; optional answer."""
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": system},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user}]},
-    ]
-    if assistant is not None:
-        messages.append({"role": "assistant", "content": assistant})
-    return messages
 
 
 @attrs.frozen
@@ -109,8 +102,9 @@ def probe_chat_template(
     """
     if image_pad_count < 1:
         raise ValueError(f"image_pad_count must be >= 1, got {image_pad_count}")
+    pair = PromptPair(system=system, user=user)
     prompt_text = tokenizer.apply_chat_template(
-        detection_messages(system, user), tokenize=False, add_generation_prompt=True
+        build_messages(pair, _PROBE_IMAGE), tokenize=False, add_generation_prompt=True
     )
     expected_prompt = (
         f"{IM_START}system\n{system}{IM_END}\n"
@@ -120,7 +114,7 @@ def probe_chat_template(
     _expect_equal("generation prompt markup", prompt_text, expected_prompt)
 
     full_text = tokenizer.apply_chat_template(
-        detection_messages(system, user, assistant), tokenize=False, add_generation_prompt=False
+        build_messages(pair, _PROBE_IMAGE, assistant), tokenize=False, add_generation_prompt=False
     )
     _expect_equal(
         "full render (assistant content must be verbatim)", full_text, prompt_text + assistant + IM_END + "\n"

@@ -71,6 +71,7 @@ def build_model_config(preset: str | ModelPreset, tokenizer: Any) -> Qwen3VLConf
                 "mrope_interleaved": True,
             },
             "tie_word_embeddings": spec.tie_word_embeddings,
+            "initializer_range": spec.initializer_range,
         },
         vision_config={
             "depth": spec.vision_depth,
@@ -83,6 +84,7 @@ def build_model_config(preset: str | ModelPreset, tokenizer: Any) -> Qwen3VLConf
             "out_hidden_size": spec.text_hidden_size,
             "num_position_embeddings": spec.num_position_embeddings,
             "deepstack_visual_indexes": list(spec.deepstack_visual_indexes),
+            "initializer_range": spec.initializer_range,
         },
         image_token_id=token_id_of(tokenizer, IMAGE_PAD),
         video_token_id=token_id_of(tokenizer, VIDEO_PAD),

@@ -21,6 +21,11 @@ def _positive(instance: object, attribute: attrs.Attribute, value: object) -> No
         raise ConfigError(f"model.preset.{attribute.name}", f"expected a positive int, got {value!r}")
 
 
+def _positive_float(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < math.inf:
+        raise ConfigError(f"model.preset.{attribute.name}", f"expected a positive finite number, got {value!r}")
+
+
 @attrs.frozen
 class ModelPreset:
     """Sizes of one Qwen3-VL architecture (text decoder + vision tower)."""
@@ -41,6 +46,11 @@ class ModelPreset:
     deepstack_visual_indexes: tuple[int, ...] = attrs.field(converter=tuple)
     tie_word_embeddings: bool
     rope_theta: float = 5_000_000.0
+    #: Std of the normal init of every linear/embedding weight (text and vision). transformers'
+    #: 0.02 suits hidden sizes in the thousands; at width 128 it makes each random projection shrink
+    #: its input several-fold, and a signal crossing the ~6 maps from a patch to a coord logit
+    #: starts out vanishingly small. The presets use about 1/sqrt(text_hidden_size).
+    initializer_range: float = attrs.field(default=0.02, validator=_positive_float)
     max_position_embeddings: int = attrs.field(default=32768, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
@@ -94,6 +104,11 @@ PRESETS: dict[str, ModelPreset] = {
         num_position_embeddings=256,
         deepstack_visual_indexes=(0,),
         tie_word_embeddings=True,
+        # With head_dim 32 there are only 16 rotary pairs; at Qwen3-VL's theta of 5e6 the width
+        # axis's fastest pair turns 0.15 rad per visual token. 1e4 gives it 0.32, closer to what the
+        # full-size model's 64 pairs give.
+        rope_theta=10_000.0,
+        initializer_range=0.1,
     ),
     "small": ModelPreset(
         name="small",
@@ -111,6 +126,7 @@ PRESETS: dict[str, ModelPreset] = {
         num_position_embeddings=576,
         deepstack_visual_indexes=(1, 2),
         tie_word_embeddings=False,
+        initializer_range=0.0625,
     ),
 }
 

@@ -22,7 +22,7 @@ from coordexp.core.rows import pack_rows
 from coordexp.train.data.jsonl import JsonlDataset
 from coordexp.train.data.prompts import PromptPair, prompt_sha256
 from coordexp.train.encode.gt import EncodedSample, encode_gt
-from coordexp.train.encode.prompt import encode_prompt
+from coordexp.train.encode.prompt import PromptEncoder
 from coordexp.train.encode.vocab import TokenizerInfo
 from coordexp.train.models.positions import PackSegment, packed_model_inputs
 from coordexp.train.run.manifest import sha256_file
@@ -48,10 +48,11 @@ class GTEncoder:
         self.prompt = prompt
         self.field_order = field_order
         self.seed = seed
+        self._encode_prompt = PromptEncoder(processor, prompt)
 
     def encode(self, index: int, epoch: int) -> EncodedSample:
         record = self.dataset[index]
-        prompt = encode_prompt(self.processor, self.prompt, str(record.image))
+        prompt = self._encode_prompt(str(record.image))
         objects = self.dataset.gt_objects(index, seed=self.seed, epoch=epoch)
         return encode_gt(self.info, prompt, objects, field_order=self.field_order, sample_id=index)
 
