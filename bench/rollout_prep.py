@@ -14,8 +14,9 @@ variants (``meets_target``).
 
 Named baseline, same run: ``tokenize_rollout`` — the tokenizer encoding each sample's rollout text
 once (the raw HF call, no memo), on the same core. ``time_ratio`` = preparation CPU time / baseline
-CPU time: how many tokenizer passes over the rollout one preparation costs. It moves much less than
-samples/s when other work shares the machine.
+CPU time: how many tokenizer passes over the rollout one preparation costs. The two run in
+alternating chunks of :data:`CHUNK` samples (each side's CPU time summed), so load that comes and
+goes on a shared machine slows both alike and the ratio moves much less than samples/s.
 
     python bench/rollout_prep.py [--samples 300] [--seed 0]
 """
@@ -23,6 +24,7 @@ samples/s when other work shares the machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -43,6 +45,7 @@ from coordexp.train.models import build_tiny_tokenizer, vocab_token_bytes
 N_OBJECTS = 30
 TARGET_SAMPLES_PER_S = 500
 N_COPIES = 24
+CHUNK = 10  # samples per alternating preparation / baseline chunk
 FIELD_ORDER = "desc_first"
 DESCS = ("person", "car", "traffic light", "dog", "chair", "cup", "bicycle", "potted plant")
 
@@ -106,37 +109,46 @@ def make_sample(rng: np.random.Generator, codec: TableCodec, with_polys: bool):
     return output, gts
 
 
-def _tokenize_baseline(codec: TableCodec, data: list) -> float:
-    """CPU seconds for the raw tokenizer to encode every sample's rollout text once."""
-    encode = raw_encoder()
-    texts = [b"".join(codec.token_bytes(output.response_ids)).decode("utf-8") for output, _ in data]
-    for text in texts[:5]:
-        encode(text)  # warm-up
-    cpu0 = time.process_time()
-    for text in texts:
-        encode(text)
-    return time.process_time() - cpu0
+
+def _timed(work: Callable[[], None]) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of ``work()``."""
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    work()
+    return time.process_time() - cpu0, time.perf_counter() - wall0
 
 
 def run(variant: str, codec: TableCodec, samples: int, seed: int) -> dict:
+    """Prepare ``samples`` synthetic rollouts of ``variant``; the tokenizer baseline runs in
+    alternating chunks of :data:`CHUNK` samples with the preparation, each side's CPU time summed,
+    so that load changes on a shared machine hit both sides of ``time_ratio`` alike."""
     with_polys = variant == "stage2_rollout_aligned"
     preparer = RolloutPreparer(codec, PrepareConfig(variant, FIELD_ORDER))
+    encode = raw_encoder()
     rng = np.random.default_rng(seed)
     data = [make_sample(rng, codec, with_polys) for _ in range(samples)]
-    for output, gts in data[:5]:
+    texts = [b"".join(codec.token_bytes(output.response_ids)).decode("utf-8") for output, _ in data]
+    for (output, gts), text in zip(data[:5], texts[:5], strict=True):
         preparer.prepare(output, gts)  # warm-up
+        encode(text)
     times, matched, tokens = [], [], []
-    cpu0 = time.process_time()
-    wall0 = time.perf_counter()
-    for output, gts in data:
-        t0 = time.perf_counter()
-        prepared = preparer.prepare(output, gts)
-        times.append(time.perf_counter() - t0)
-        matched.append(prepared.counters.matched)
-        tokens.append(len(output.response_ids))
-    cpu_s = time.process_time() - cpu0
-    wall_s = time.perf_counter() - wall0
-    baseline_s = _tokenize_baseline(codec, data)
+
+    def prepare_chunk(chunk: list) -> None:
+        for output, gts in chunk:
+            t0 = time.perf_counter()
+            prepared = preparer.prepare(output, gts)
+            times.append(time.perf_counter() - t0)
+            matched.append(prepared.counters.matched)
+            tokens.append(len(output.response_ids))
+
+    def encode_chunk(chunk: list[str]) -> None:
+        for text in chunk:
+            encode(text)
+
+    cpu_s = wall_s = baseline_s = 0.0
+    for start in range(0, samples, CHUNK):
+        cpu, wall = _timed(functools.partial(prepare_chunk, data[start : start + CHUNK]))
+        cpu_s, wall_s = cpu_s + cpu, wall_s + wall
+        baseline_s += _timed(functools.partial(encode_chunk, texts[start : start + CHUNK]))[0]
     ms = sorted(1e3 * t for t in times)
     return {
         "samples_per_s": round(len(ms) / cpu_s, 1),

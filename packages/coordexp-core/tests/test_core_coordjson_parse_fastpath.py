@@ -109,3 +109,29 @@ def test_fast_paths_agree_on_near_canonical_records(record: str, monkeypatch: py
     for cut in (len(text), len(text) - 3, len(text) // 2):
         expected = _general_parse(monkeypatch, text[:cut], "rollout", "any", "desc_first")
         assert parse(text[:cut], "rollout", "any", "desc_first") == expected
+
+
+_CANONICAL = '{"desc": "cat", "bbox_2d": [<|coord_1|>, <|coord_2|>, <|coord_3|>, <|coord_4|>]}'
+_OTHER = '{"desc":"dog", "bbox_2d": [<|coord_5|>, <|coord_6|>, <|coord_7|>, <|coord_8|>]}'
+
+
+@pytest.mark.parametrize("separator", [", ", ",", " , ", ",\n"])
+@pytest.mark.parametrize(
+    ("elements", "complete"),
+    [
+        ((_CANONICAL, _CANONICAL, _OTHER, _CANONICAL), 4),
+        ((_OTHER, _CANONICAL, _CANONICAL), 3),
+        ((_CANONICAL, "7", _CANONICAL), 3),
+        ((_CANONICAL, _CANONICAL, _CANONICAL[:-1]), 2),  # the last record misses its "}"
+    ],
+)
+def test_canonical_runs_hand_over_to_the_general_scanner(
+    elements: tuple[str, ...], complete: int, separator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of canonical records ends at the first separator or element that is not canonical;
+    the general scanner goes on from there with the same state as after reading them one by one."""
+    text = '{"objects": [' + separator.join(elements) + "]}"
+    expected = _general_parse(monkeypatch, text, "rollout", "any", "desc_first")
+    result = parse(text, "rollout", "any", "desc_first")
+    assert result == expected
+    assert len(result.records) == complete

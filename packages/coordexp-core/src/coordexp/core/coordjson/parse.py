@@ -217,6 +217,7 @@ _COORD_OPEN = "<|coord_"
 _COORD_CLOSE = "|>"
 _BIN_OF_LITERAL = {token: k for k, token in enumerate(COORD_TOKENS)}
 _ITEM_SEPARATOR = ", "
+_RECORD_JOIN = _ITEM_SEPARATOR + "{"
 
 
 def _skip_ws(text: str, n: int, i: int) -> int:
@@ -713,17 +714,9 @@ def _record(
         reason = "poly_unsupported"
     else:
         reason = None
+    # Positional: one record per element makes this the parser's hottest constructor call.
     return ParsedRecord(
-        index=index,
-        span=span,
-        geom_key=geom_key,
-        geom_span=geom_span,
-        desc_span=desc_span,
-        desc=desc,
-        values=values,
-        field_order=field_order,
-        valid=reason is None,
-        drop_reason=reason,
+        index, span, geom_key, geom_span, desc_span, desc, values, field_order, reason is None, reason
     )
 
 
@@ -801,6 +794,26 @@ class _Body:
     error_pos: int | None = None
 
 
+def _scan_canonical_run(text: str, i: int, geometry_policy: str, body: _Body) -> int:
+    """Canonical records (:func:`_scan_canonical_object`) from ``text[i] == '{'`` on, one after the
+    other while each is followed by ``", {"``; appends them to ``body`` and returns the offset after
+    the last one read (``i`` when the first is not canonical). The scan of :func:`_scan_body` goes on
+    from there in its "after an element" state, exactly where it would be after reading them one by
+    one."""
+    records, ends = body.records, body.record_ends
+    end = i
+    while True:
+        found = _scan_canonical_object(text, i, len(records), geometry_policy)
+        if found is None:
+            return end
+        end, record = found
+        records.append(record)
+        ends.append(end)
+        if not text.startswith(_RECORD_JOIN, end):
+            return end
+        i = end + len(_ITEM_SEPARATOR)
+
+
 def _scan_body(text: str, n: int, open_end: int, geometry_policy: str) -> _Body:
     """Elements of the ``objects`` array from ``open_end`` on, then the closing ``]}``."""
     body = _Body()
@@ -821,15 +834,16 @@ def _scan_body(text: str, n: int, open_end: int, geometry_policy: str) -> _Body:
             state = "next"
             i += 1
             continue
+        if char == "{":
+            run_end = _scan_canonical_run(text, i, geometry_policy, body)
+            if run_end > i:
+                i, state = run_end, "after"
+                continue
         index = len(body.records)
         try:
             if char == "{":
-                canonical = _scan_canonical_object(text, i, index, geometry_policy)
-                if canonical is None:
-                    end, members = _scan_object(text, n, i)
-                    record = _classify(index, (i, end), members, geometry_policy)
-                else:
-                    end, record = canonical
+                end, members = _scan_object(text, n, i)
+                record = _classify(index, (i, end), members, geometry_policy)
             else:
                 end = _skip_value(text, n, i)
                 record = _not_object(index, (i, end))
