@@ -476,18 +476,11 @@ class RolloutTarget:
                 )
         for name in ("bbox_groups_prefix", "bbox_groups_fn"):
             table = getattr(self, name)
-            g = table.gt_index.shape[0]
-            if (
-                table.pos.shape != (g, 4)
-                or table.target.shape != (g, 4)
-                or table.pred_index.shape != (g,)
-                or table.weight.shape != (g,)
-                or table.pos.dtype != np.int64
-                or table.target.dtype != np.int64
-            ):
+            if not _groups_shaped(table):
                 raise PipelineError(
                     f"RolloutTarget.{name}: groups need pos/target int64 [G, 4] and [G] indices"
                 )
+            g = table.gt_index.shape[0]
             if g and (table.gt_index.min() < 0 or table.pred_index.min() < -1):
                 raise PipelineError(f"RolloutTarget.{name}: gt_index must be >= 0 and pred_index >= -1")
             if g and not (np.isfinite(table.weight).all() and table.weight.min() >= 0):
@@ -534,6 +527,19 @@ class RolloutTarget:
             )
 
 
+def _groups_shaped(table: Any) -> bool:
+    """A bbox-group table's `pos`/`target` are int64 `[G, 4]` and `pred_index`/`weight` are `[G]`."""
+    g = table.gt_index.shape[0]
+    return (
+        table.pos.shape == (g, 4)
+        and table.target.shape == (g, 4)
+        and table.pred_index.shape == (g,)
+        and table.weight.shape == (g,)
+        and table.pos.dtype == np.int64
+        and table.target.dtype == np.int64
+    )
+
+
 def _layout_bytes(prefix_len: int, train_len: int) -> bytes:
     """The :data:`_LAYOUT` codes (int8) of a valid record's positions, as bytes."""
     return b"\x01" * prefix_len + b"\x02" * (train_len - prefix_len - 1) + b"\x03"
@@ -558,14 +564,8 @@ def _tables_well_formed(target: RolloutTarget) -> bool:
         arrays = (table.pos, table.target, table.gt_index, table.pred_index, table.weight)
         if any(type(a) is not np.ndarray for a in arrays):
             return False
-        g = table.gt_index.shape[0]
         if (
-            table.pos.shape != (g, 4)
-            or table.target.shape != (g, 4)
-            or table.pred_index.shape != (g,)
-            or table.weight.shape != (g,)
-            or table.pos.dtype != np.int64
-            or table.target.dtype != np.int64
+            not _groups_shaped(table)
             or table.gt_index.dtype != np.int64
             or table.pred_index.dtype != np.int64
             or table.weight.dtype.kind != "f"

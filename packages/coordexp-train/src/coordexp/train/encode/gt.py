@@ -40,6 +40,11 @@ class EncodedSample:
         return int(self.input_ids.numel())
 
 
+def assistant_length(info: TokenizerInfo, objects: Sequence[CoordObject], *, field_order: str) -> int:
+    """Number of assistant ids `encode_gt` produces for `objects` (CoordJSON ids + `<|im_end|>`)."""
+    return len(info.encode_text(serialize_with_spans(objects, field_order).text)) + 1
+
+
 def encode_gt(
     info: TokenizerInfo,
     prompt: EncodedPrompt,

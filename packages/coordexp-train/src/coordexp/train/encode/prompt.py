@@ -70,6 +70,12 @@ class PromptEncoder:
         # The template renders an image part as markup only, so the text does not depend on the path.
         self.text = render_prompt(processor, pair, "image")
         self._ids: dict[tuple[int, ...], torch.Tensor] = {}
+        # `<|image_pad|>` is one special token, so expanding it to n copies adds n - 1 ids.
+        self._one_pad_len = len(processor.tokenizer([self.text])["input_ids"][0])
+
+    def length(self, height: int, width: int) -> int:
+        """Prompt length in tokens for an image of `height` x `width` pixels, without reading it."""
+        return self._one_pad_len - 1 + int(self.processor.image_token_count(height, width))
 
     @property
     def cached_grids(self) -> int:

@@ -21,7 +21,7 @@ from coordexp.core.errors import PipelineError
 from coordexp.core.rows import pack_rows
 from coordexp.train.data.jsonl import JsonlDataset
 from coordexp.train.data.prompts import PromptPair, prompt_sha256
-from coordexp.train.encode.gt import EncodedSample, encode_gt
+from coordexp.train.encode.gt import EncodedSample, assistant_length, encode_gt
 from coordexp.train.encode.prompt import PromptEncoder
 from coordexp.train.encode.vocab import TokenizerInfo
 from coordexp.train.models.positions import PackSegment, packed_model_inputs
@@ -56,6 +56,14 @@ class GTEncoder:
         objects = self.dataset.gt_objects(index, seed=self.seed, epoch=epoch)
         return encode_gt(self.info, prompt, objects, field_order=self.field_order, sample_id=index)
 
+    def length(self, index: int, epoch: int) -> int:
+        """`encode(index, epoch).length` from the record's image size and the assistant text alone."""
+        record = self.dataset[index]
+        objects = self.dataset.gt_objects(index, seed=self.seed, epoch=epoch)
+        return self._encode_prompt.length(record.height, record.width) + assistant_length(
+            self.info, objects, field_order=self.field_order
+        )
+
     def fingerprint(self, max_pixels: int) -> str:
         tok = self.info.tokenizer
         vocab_digest = hashlib.sha256(
@@ -80,7 +88,7 @@ class GTEncoder:
                 lengths = json.loads(cache.read_text())
                 if len(lengths) == len(self.dataset):
                     return [int(v) for v in lengths]
-        lengths = [self.encode(i, 0).length for i in range(len(self.dataset))]
+        lengths = [self.length(i, 0) for i in range(len(self.dataset))]
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # every rank writes the same cache
