@@ -11,10 +11,8 @@ def _run(args: argparse.Namespace) -> int:
     from coordexp.train.recipes.demo import DemoSettings, run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = DemoSettings(
-        config=args.config, n_train=args.train, n_val=args.val, seed=args.seed, preset=args.preset,
-        overrides=tuple(args.overrides),
-    )
+    given = {"config": args.config, "n_train": args.train, "n_val": args.val, "seed": args.seed, "preset": args.preset}
+    settings = DemoSettings(**{k: v for k, v in given.items() if v is not None}, overrides=tuple(args.overrides))
     summary = run_demo(args.out, settings, progress=not args.no_progress)
     print(json.dumps(summary, indent=2, sort_keys=True))
     print(f"\nreport: {summary['report']}")
@@ -24,11 +22,12 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job on the embedded default (tiny model + synthetic data, CPU)")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--config", default="configs/demo/stage1.yaml")
-    p.add_argument("--train", type=int, default=2000, help="synthetic training images")
-    p.add_argument("--val", type=int, default=64, help="synthetic validation images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", choices=("tiny", "small"), default="tiny")
+    # Unset options take DemoSettings' defaults (one place for them).
+    p.add_argument("--config", help="training config (default configs/demo/stage1.yaml)")
+    p.add_argument("--train", type=int, help="synthetic training images")
+    p.add_argument("--val", type=int, help="synthetic validation images")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--preset", choices=("tiny", "small"))
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. training.max_steps=50")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_run)

@@ -25,8 +25,10 @@ from coordexp.train.report import build_report
 @attrs.frozen
 class DemoSettings:
     config: str = "configs/demo/stage1.yaml"
-    n_train: int = 2000
-    n_val: int = 64
+    # 2,000 images are memorized within 1,500 steps (val error stalls while train error falls);
+    # 12,000 keep val improving. 200 val images make AP50 less noisy than 64.
+    n_train: int = 12000
+    n_val: int = 200
     seed: int = 0
     preset: str = "tiny"
     max_new_tokens: int = 160
