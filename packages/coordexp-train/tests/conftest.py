@@ -48,6 +48,10 @@ TEST_SETTINGS = (
     "training.eval_strategy=no",
     "training.save_strategy=no",
     "template.max_length=1024",
+    # The tests were sized for the default prompt's sample lengths and 2 packs per step (the
+    # small session data set fills only a few packs).
+    "custom.prompt_variant=default",
+    "training.effective_batch_size=2",
 )
 
 
