@@ -19,21 +19,8 @@ from coordexp.core.tokens import SpanKind, TokenType
 from coordexp.losses.masking import token_row_weights
 from coordexp.losses.token_ce import TokenCE
 from coordexp.testing.factory import make_context_set
+from coordexp.testing.golden import GOLDEN_CHECKSUMS as GOLDEN, STAGE1_PAYLOAD
 
-GOLDEN = {
-    "stage1": "649c34fd9ef55088116076203fd2728ee2ee87e39bef64187313401977cb9f8f",
-    "stage2_two_channel": "b3d2aaf6928bc4b701f1a1e52f5655b98faa07f3987176f1d53b7353eb6d2a63",
-    "stage2_rollout_aligned": "8c6c3f05a6828f0956605ec20a3ae3bed16a63153319539cfcde66f0f426faf7",
-}
-STAGE1_PAYLOAD = (
-    '{"diagnostics":[{"channels":["A"],"config":{"acc_top_k":5},"enabled":true,"name":"coord_diag","weight":1.0}],'
-    '"objective":[{"channels":["A"],"config":{"desc_ce_weight":1.0,"rollout_fn_desc_weight":1.0,'
-    '"rollout_matched_prefix_struct_weight":1.0,"self_context_struct_weight":0.0,"struct_ce_weight":1.0},'
-    '"enabled":true,"name":"token_ce","weight":1.0},{"channels":["A"],"config":{"coord_ce_weight":0.0,'
-    '"coord_gate_weight":1.0,"ehuber_weight":0.0,"el1_weight":0.0,"entropy_weight":0.0,"huber_delta":0.001,'
-    '"soft_ce_weight":1.0,"target_sigma":2.0,"target_truncate":null,"temperature":1.0,"text_gate_weight":0.0,'
-    '"w1_weight":1.0},"enabled":true,"name":"coord_reg","weight":1.0}],"trainer_variant":"stage1"}'
-)
 BBOX_GEO_ENTRY_CONFIG = {"ciou_weight": 1.0, "smoothl1_beta": 0.02, "smoothl1_weight": 1.0}
 
 

@@ -21,17 +21,9 @@ from coordexp.core.pipeline.checksum import (
     schema_typed,
     sha256_hex,
 )
+from coordexp.testing.golden import GOLDEN_CHECKSUMS, STAGE1_PAYLOAD
 
-STAGE1_PAYLOAD = (
-    '{"diagnostics":[{"channels":["A"],"config":{"acc_top_k":5},"enabled":true,"name":"coord_diag","weight":1.0}],'
-    '"objective":[{"channels":["A"],"config":{"desc_ce_weight":1.0,"rollout_fn_desc_weight":1.0,'
-    '"rollout_matched_prefix_struct_weight":1.0,"self_context_struct_weight":0.0,"struct_ce_weight":1.0},'
-    '"enabled":true,"name":"token_ce","weight":1.0},{"channels":["A"],"config":{"coord_ce_weight":0.0,'
-    '"coord_gate_weight":1.0,"ehuber_weight":0.0,"el1_weight":0.0,"entropy_weight":0.0,"huber_delta":0.001,'
-    '"soft_ce_weight":1.0,"target_sigma":2.0,"target_truncate":null,"temperature":1.0,"text_gate_weight":0.0,'
-    '"w1_weight":1.0},"enabled":true,"name":"coord_reg","weight":1.0}],"trainer_variant":"stage1"}'
-)
-STAGE1_GOLDEN = "649c34fd9ef55088116076203fd2728ee2ee87e39bef64187313401977cb9f8f"
+STAGE1_GOLDEN = GOLDEN_CHECKSUMS["stage1"]
 
 
 def test_stage1_golden_payload_hashes_to_the_spec_checksum() -> None:

@@ -15,6 +15,7 @@ from coordexp.core.errors import ConfigError
 from coordexp.core.pipeline.checksum import canonical
 from coordexp.core.plugins.protocol import DiagnosticModule, ModuleOutput, ObjectiveModule
 from coordexp.core.plugins.registry import KIND_GROUPS, ModuleRegistry
+from coordexp.testing.golden import GOLDEN_CHECKSUMS as GOLDEN
 from coordexp.train.config import preflight as preflight_module
 from coordexp.train.config.loader import load_config, to_yaml, validate_config
 from coordexp.train.config.minimal import minimal_config
@@ -415,11 +416,6 @@ def test_validate_profiles_checks_the_layout(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # with the installed built-in modules
 
-GOLDEN = {
-    "stage1": "649c34fd9ef55088116076203fd2728ee2ee87e39bef64187313401977cb9f8f",
-    "stage2_two_channel": "b3d2aaf6928bc4b701f1a1e52f5655b98faa07f3987176f1d53b7353eb6d2a63",
-    "stage2_rollout_aligned": "8c6c3f05a6828f0956605ec20a3ae3bed16a63153319539cfcde66f0f426faf7",
-}
 
 
 @pytest.mark.parametrize("variant", sorted(GOLDEN))
