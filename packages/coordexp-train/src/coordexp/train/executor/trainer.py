@@ -2,7 +2,8 @@
 
 Per optimizer step, identically on every rank (spec 04 §4.1, 02 §2.9):
 
-1. `stage.prepare_step(step, rank)` builds this rank's micro-batches (no forward);
+1. `stage.prepare_step(step, rank)` builds this rank's micro-batches (no forward), up to
+   `prefetch_steps` steps ahead on a background thread (executor/prefetch.py);
 2. all-reduce MAX of an error flag: a failure anywhere aborts the step on every rank;
 3. all-reduce MAX of the micro-batch count: unequal counts abort (stages pad beforehand);
 4. denominators of every atom group are summed over the step's micro-batches and all-reduced once;
@@ -30,6 +31,7 @@ from coordexp.core.errors import StepAborted
 from coordexp.core.metrics import Metric, StepAggregator
 from coordexp.core.pipeline.runner import PipelineRunner, reduce_denominators
 from coordexp.train.executor.dist import DistContext
+from coordexp.train.executor.prefetch import StepPrefetcher
 from coordexp.train.run.logsink import MetricsLog
 
 EXECUTOR_KEYS: tuple[tuple[str, str], ...] = (
@@ -48,6 +50,7 @@ class LoopSettings:
     eval_steps: int | None
     save_steps: int | None
     keep_checkpoints: int | None = 3
+    prefetch_steps: int = 1
 
 
 @attrs.frozen
@@ -102,9 +105,15 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.settings.max_steps, initial=start_step, desc="train", dynamic_ncols=True)
+        prefetch = StepPrefetcher(
+            lambda step: self.stage.prepare_step(step, self.dist.rank),
+            start=start_step,
+            stop=self.settings.max_steps,
+            depth=self.settings.prefetch_steps,
+        )
         try:
             for step in range(start_step, self.settings.max_steps):
-                result = self.train_step(step)
+                result = self.train_step(step, prefetch.take)
                 self.history.append(result)
                 done = step + 1
                 if bar is not None:
@@ -115,25 +124,30 @@ class Trainer:
                 if self.evaluate is not None and self.settings.eval_steps and (
                     done % self.settings.eval_steps == 0 or done == self.settings.max_steps
                 ):
+                    prefetch.quiesce()  # evaluation encodes with the same tokenizer/processor
                     eval_metrics = self.evaluate(done)
                     if self.dist.is_main and eval_metrics:
                         self.log.write(done, eval_metrics, kind="eval")
                 if self.save is not None and (
                     (self.settings.save_steps and done % self.settings.save_steps == 0) or done == self.settings.max_steps
                 ):
+                    prefetch.quiesce()
                     self.save(done)
         finally:
+            prefetch.close()
             if bar is not None:
                 bar.close()
         return self.history
 
     # ------------------------------------------------------------------------------------------
-    def train_step(self, step: int) -> StepResult:
+    def train_step(self, step: int, prepared: Callable[[int], Any] | None = None) -> StepResult:
+        """One optimizer step. `prepared(step)` returns the step's batch (default: prepare it now);
+        `time/step_prepare_s_sum` is how long the step waited for it."""
         self._hook("coordexp_step_start", step=step, kind=self.stage.channel_for_step(step))
         t0 = time.perf_counter()
         batch, error = None, None
         try:
-            batch = self.stage.prepare_step(step, self.dist.rank)
+            batch = prepared(step) if prepared is not None else self.stage.prepare_step(step, self.dist.rank)
         except Exception as exc:  # re-raised on every rank below (rank symmetry, spec 04 §4.1)
             error = f"rank {self.dist.rank}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         if self.dist.max_flag(1.0 if error else 0.0) > 0:

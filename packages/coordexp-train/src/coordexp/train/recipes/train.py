@@ -227,6 +227,7 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
             logging_steps=training.logging_steps,
             eval_steps=training.eval_steps if training.eval_strategy == "steps" and val_set is not None else None,
             save_steps=training.save_steps if training.save_strategy == "steps" else None,
+            prefetch_steps=training.prefetch_steps,
         ),
         log=metrics_log,
         hooks=hooks,
