@@ -8,6 +8,10 @@ Character spans are half-open ``[start, end)`` offsets into the assistant text, 
 at least one character. A zero-width token (``start == end``: a special token such as
 ``<|im_end|>``, or a byte fragment that completes no character) is treated as occupying the single
 character ``start``; intervals are taken literally, so an empty interval touches nothing.
+
+:func:`span_kinds_for_tokens` and :func:`token_types_for_tokens` validate their input;
+:func:`span_kinds_for_sorted_intervals` and :func:`token_types_for_sorted_descs` give the same labels
+for trusted input whose intervals are already sorted (a builder's own layout), without the checks.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ __all__ = [
     "SpanKind",
     "Subset",
     "TokenType",
+    "span_kinds_for_sorted_intervals",
     "span_kinds_for_tokens",
+    "token_types_for_sorted_descs",
     "token_types_for_tokens",
 ]
 
@@ -109,6 +115,10 @@ _RANK_ORDER_LOW_TO_HIGH: tuple[SpanKind, ...] = (
 )
 #: ``SPAN_KIND_RANK[kind]`` — precedence rank of every span kind (higher wins when a token is fused).
 SPAN_KIND_RANK: Mapping[SpanKind, int] = {kind: rank for rank, kind in enumerate(_RANK_ORDER_LOW_TO_HIGH)}
+# _RANK_OF_KIND[kind value] = SPAN_KIND_RANK[kind], as an int64 lookup table.
+_RANK_OF_KIND = np.zeros(max(SpanKind) + 1, dtype=np.int64)
+_RANK_OF_KIND[[int(kind) for kind in SPAN_KIND_RANK]] = list(SPAN_KIND_RANK.values())
+_RANK_OF_KIND.flags.writeable = False
 
 
 # The dtype kinds np.issubdtype(dtype, np.integer) accepts (timedelta64 counts), tested cheaply.
@@ -250,17 +260,11 @@ def _kinds_of_disjoint_intervals(
     default: np.ndarray,
 ) -> np.ndarray | None:
     """:func:`span_kinds_for_tokens` in one pass when no two non-empty intervals share a character
-    (the usual layout: the kinds tile the text); None otherwise.
-
-    Sorted by start, disjoint intervals also have sorted ends, so the intervals a token touches
-    are the contiguous run ``[first with end > start, first with start >= end)``; the token takes
-    the highest-ranked kind of its run. Runs longer than one (fused tokens) are short, so the
-    maximum is taken over a few shifted copies of the rank array. ``stacked``: the intervals of
-    ``checked`` concatenated in order.
+    (the usual layout: the kinds tile the text); None otherwise. ``stacked``: the intervals of
+    ``checked`` concatenated in order; ``ends`` already widened for zero-width tokens.
     """
     counts = [array.shape[0] for _, array in checked]
     kinds = np.repeat(np.array([int(kind) for kind, _ in checked], dtype=np.int64), counts)
-    ranks = np.repeat(np.array([SPAN_KIND_RANK[kind] for kind, _ in checked], dtype=np.int64), counts)
     live = stacked[:, 1] > stacked[:, 0]
     order = np.flatnonzero(live)[np.argsort(stacked[live, 0], kind="stable")]
     lows, highs = stacked[order, 0], stacked[order, 1]
@@ -268,19 +272,104 @@ def _kinds_of_disjoint_intervals(
         return default
     if (lows[1:] < highs[:-1]).any():
         return None
-    kinds, ranks = kinds[order], ranks[order]
+    return _kinds_of_sorted_runs(starts, ends, lows, highs, kinds[order], default)
+
+
+def _kinds_of_sorted_runs(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    lows: np.ndarray,
+    highs: np.ndarray,
+    kinds: np.ndarray,
+    default: np.ndarray | int,
+) -> np.ndarray:
+    """Span kind per token for ``K >= 1`` sorted, disjoint, non-empty intervals ``[lows, highs)``
+    of kinds ``kinds`` (int64 ``[K]``); ``ends`` already widened for zero-width tokens.
+
+    Sorted disjoint intervals also have sorted ends, so the intervals a token touches are the
+    contiguous run ``[first with end > start, first with start >= end)``; the token takes the
+    highest-ranked kind of its run (``default`` when the run is empty). Runs longer than one (fused
+    tokens) are short, so the maximum is taken over a few shifted copies of the rank array.
+    """
     first = highs.searchsorted(starts, side="right")
     width = lows.searchsorted(ends, side="left") - first
-    result = np.where(width > 0, kinds[np.minimum(first, kinds.size - 1)], default)
+    last = kinds.size - 1
+    result = np.where(width > 0, kinds[np.minimum(first, last)], default)
     fused = (width > 1).nonzero()[0]
     if fused.size:
+        ranks = _RANK_OF_KIND[kinds]
         run_first, run_width = first[fused], width[fused]
         best = run_first.copy()
         for shift in range(1, int(run_width.max())):
-            later = np.minimum(run_first + shift, kinds.size - 1)
+            later = np.minimum(run_first + shift, last)
             best = np.where((run_width > shift) & (ranks[later] > ranks[best]), later, best)
         result[fused] = kinds[best]
     return result
+
+
+def span_kinds_for_sorted_intervals(
+    char_starts: np.ndarray,
+    char_ends: np.ndarray,
+    lows: np.ndarray,
+    highs: np.ndarray,
+    kinds: np.ndarray,
+    default: SpanKind,
+) -> np.ndarray:
+    """:func:`span_kinds_for_tokens` for trusted input whose intervals are already sorted, e.g. a
+    sample's own layout as its builder lays it out (no validation: a hot path's caller checks).
+
+    Args:
+        char_starts, char_ends: int64 ``[T]`` half-open character spans of the tokens, ``end >= start``.
+        lows, highs: int64 ``[K]`` interval bounds with ``lows[k] < highs[k] <= lows[k + 1]``
+            (non-empty, sorted, disjoint; K may be 0).
+        kinds: int64 ``[K]`` ``SpanKind`` value of each interval.
+        default: the kind of a token that touches no interval.
+
+    Returns:
+        int64 ``[T]``, equal to ``span_kinds_for_tokens(char_starts, char_ends, {kind: its
+        intervals}, default)`` for such input.
+    """
+    n_intervals = len(lows)
+    if not n_intervals or not len(char_starts):
+        return np.full(len(char_starts), int(default), dtype=np.int64)
+    first, last = _first_and_last_slots(char_starts, char_ends, lows, highs)
+    kind_of_slot = np.full(2 * n_intervals + 1, int(default), dtype=np.int64)
+    kind_of_slot[1::2] = kinds
+    result = kind_of_slot[first]
+    spanning = (first != last).nonzero()[0]
+    if spanning.size:
+        # A token over several slots touches the intervals first // 2 .. (last - 1) // 2 (at least
+        # one, intervals being non-empty) and takes the highest-ranked of their kinds.
+        run_first = first[spanning] >> 1
+        run_width = ((last[spanning] - 1) >> 1) - run_first + 1
+        ranks = _RANK_OF_KIND[kinds]
+        best = run_first.copy()
+        for shift in range(1, int(run_width.max())):
+            later = np.minimum(run_first + shift, n_intervals - 1)
+            best = np.where((run_width > shift) & (ranks[later] > ranks[best]), later, best)
+        result[spanning] = kinds[best]
+    return result
+
+
+def _first_and_last_slots(
+    char_starts: np.ndarray, char_ends: np.ndarray, lows: np.ndarray, highs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The slots of each token's first and last character for K >= 1 sorted, disjoint, non-empty
+    intervals: slot ``2k + 1`` is interval k, slot ``2k`` the gap before it, slot ``2K`` the rest.
+
+    One character → slot table (a ``repeat`` over the text) and two lookups replace binary searches
+    per token. A zero-width token occupies its start character.
+    """
+    last_char = np.maximum(char_ends - 1, char_starts)
+    n_chars = max(int(highs[-1]), int(last_char.max()) + 1)
+    k = len(lows)
+    lengths = np.empty(2 * k + 1, dtype=np.int64)
+    lengths[1:-1:2] = highs - lows
+    lengths[0:-1:2] = lows
+    lengths[2:-1:2] -= highs[:-1]
+    lengths[-1] = n_chars - int(highs[-1])
+    slot_of_char = np.repeat(np.arange(2 * k + 1, dtype=np.int64), lengths)
+    return slot_of_char[char_starts], slot_of_char[last_char]
 
 
 def token_types_for_tokens(
@@ -327,4 +416,43 @@ def token_types_for_tokens(
     result[_touches(starts, ends, desc)] = int(TokenType.DESC)
     result[ids == int(eos_id)] = int(TokenType.EOS)
     result[lookup[ids]] = int(TokenType.COORD)
+    return result
+
+
+def token_types_for_sorted_descs(
+    token_ids: np.ndarray,
+    char_starts: np.ndarray,
+    char_ends: np.ndarray,
+    desc_lows: np.ndarray,
+    desc_highs: np.ndarray,
+    coord_mask: np.ndarray,
+    eos_id: int,
+) -> np.ndarray:
+    """:func:`token_types_for_tokens` for trusted input whose desc intervals are already sorted
+    (no validation: a hot path's caller checks).
+
+    Args:
+        token_ids: int64 ``[T]`` ids, each a valid index of ``coord_mask``.
+        char_starts, char_ends: int64 ``[T]`` half-open character spans, ``end >= start``.
+        desc_lows, desc_highs: int64 ``[K]`` desc intervals with ``lows[k] <= highs[k]`` and
+            ``highs[k] <= lows[k + 1]`` (sorted and disjoint; empty intervals allowed, they touch
+            nothing).
+        coord_mask: bool ``[V]`` lookup table, True at the coord ids; ``eos_id`` a non-coord id.
+
+    Returns:
+        int64 ``[T]``, equal to ``token_types_for_tokens`` with the intervals ``[lows, highs)``.
+    """
+    live = desc_highs > desc_lows
+    if not live.all():
+        desc_lows, desc_highs = desc_lows[live], desc_highs[live]
+    if desc_lows.size and len(token_ids):
+        # A token touches a desc interval iff it starts inside one (odd slot) or runs over a slot
+        # boundary (the slot after a gap is a non-empty interval).
+        first, last = _first_and_last_slots(char_starts, char_ends, desc_lows, desc_highs)
+        touched = ((first & 1) == 1) | (first != last)
+        result = np.where(touched, int(TokenType.DESC), int(TokenType.STRUCT))
+    else:
+        result = np.full(len(token_ids), int(TokenType.STRUCT), dtype=np.int64)
+    result[token_ids == eos_id] = int(TokenType.EOS)
+    result[coord_mask[token_ids]] = int(TokenType.COORD)
     return result

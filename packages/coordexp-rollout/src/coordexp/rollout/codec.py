@@ -134,6 +134,11 @@ class TableCodec:
         """int64 byte length of each id, per position (``len`` of :meth:`token_bytes`' entries)."""
         return self._lengths[self._checked_ids(ids)]
 
+    def token_bytes_and_lengths(self, ids: Sequence[int]) -> tuple[list[bytes], np.ndarray]:
+        """:meth:`token_bytes` and :meth:`token_lengths` of ``ids`` with one range check."""
+        checked = self._checked_ids(ids)
+        return self._objects[checked].tolist(), self._lengths[checked]
+
     @classmethod
     def from_tokenizers(
         cls,
@@ -216,6 +221,14 @@ def token_lengths(codec: TextCodec, ids: Sequence[int], token_bytes: Sequence[by
     return np.fromiter(map(len, token_bytes), dtype=np.int64, count=len(token_bytes))
 
 
+def bytes_and_lengths(codec: TextCodec, ids: Sequence[int]) -> tuple[list[bytes], np.ndarray]:
+    """``codec.token_bytes(ids)`` and their int64 byte lengths (one lookup for a :class:`TableCodec`)."""
+    if isinstance(codec, TableCodec):
+        return codec.token_bytes_and_lengths(ids)
+    token_bytes = codec.token_bytes(ids)
+    return token_bytes, np.fromiter(map(len, token_bytes), dtype=np.int64, count=len(token_bytes))
+
+
 @lru_cache(maxsize=8)
 def coord_mask_for(vocab: CoordVocab, size: int) -> np.ndarray:
     """Read-only bool lookup table ``[max(size, vocab.max_id + 1)]``, True at the coord ids.
@@ -228,4 +241,12 @@ def coord_mask_for(vocab: CoordVocab, size: int) -> np.ndarray:
     return mask
 
 
-__all__ = ["ENDOFTEXT_LITERAL", "TableCodec", "TextCodec", "check_codec", "coord_mask_for", "token_lengths"]
+__all__ = [
+    "ENDOFTEXT_LITERAL",
+    "TableCodec",
+    "TextCodec",
+    "bytes_and_lengths",
+    "check_codec",
+    "coord_mask_for",
+    "token_lengths",
+]

@@ -153,15 +153,17 @@ def _rounds(
     v = np.ones_like(b)
     kv = np.empty_like(a)
     ktu = np.empty_like(b)
+    # Outputs passed positionally: a ufunc parses ``out=`` per call, which costs ~6% of the loop.
+    matmul, divide = np.matmul, np.divide
     for _ in range(iters):
-        np.matmul(kernel, v, out=kv)
+        matmul(kernel, v, kv)
         if guard:
             kv[kv == 0.0] = 1.0
-        np.divide(a, kv, out=u)
-        np.matmul(kernel_t, u, out=ktu)
+        divide(a, kv, u)
+        matmul(kernel_t, u, ktu)
         if guard:
             ktu[ktu == 0.0] = 1.0
-        np.divide(b, ktu, out=v)
+        divide(b, ktu, v)
     return u, v
 
 
@@ -378,8 +380,7 @@ def ot_targets_many(
     ones are excluded.
     """
     results: list[OTTarget | OTFailure | None] = [None] * len(pairs)
-    pred_sizes = np.diff(pred.stack.offsets).tolist()
-    gt_sizes = np.diff(gt.stack.offsets).tolist()
+    pred_offsets, gt_offsets = pred.stack.offsets.tolist(), gt.stack.offsets.tolist()
     pred_box, gt_box = pred.is_box.tolist(), gt.is_box.tolist()
     groups: dict[tuple[int, int], list[int]] = {}
     for k, (p, g) in enumerate(pairs):
@@ -387,7 +388,11 @@ def ot_targets_many(
             values = _round_bins(gt.aabb[g])
             results[k] = OTTarget(BBOX_KEY, tuple(values.tolist()), "gt")
         else:
-            groups.setdefault((padded_size(pred_sizes[p]), padded_size(gt_sizes[g])), []).append(k)
+            slot = (
+                padded_size(pred_offsets[p + 1] - pred_offsets[p]),
+                padded_size(gt_offsets[g + 1] - gt_offsets[g]),
+            )
+            groups.setdefault(slot, []).append(k)
     for slot, members in groups.items():
         group_pairs = [pairs[k] for k in members]
         try:

@@ -32,12 +32,12 @@ from typing import Any
 import attrs
 import numpy as np
 
-from coordexp.core.coordjson.aligned import extract_coord_positions, hard_stop, token_char_spans
+from coordexp.core.coordjson.aligned import TokenText, extract_coord_positions, hard_stop, token_char_spans
 from coordexp.core.coordjson.parse import ParseResult, parse
 from coordexp.core.coordjson.serialize import FIELD_ORDERS, CoordObject
 from coordexp.core.errors import ConfigError, DataContractError, PipelineError
 from coordexp.rollout.backend import RolloutOutput
-from coordexp.rollout.codec import TextCodec, check_codec, token_lengths
+from coordexp.rollout.codec import TextCodec, bytes_and_lengths, check_codec
 from coordexp.rollout.counters import SampleCounters
 from coordexp.rollout.decoding import DecodeParams
 from coordexp.rollout.maskiou import GeometryBatch
@@ -143,6 +143,17 @@ class _AlignedRollout:
     ends_with_eos: bool
 
 
+def _kept_head(aligned: _AlignedRollout, kept: int) -> TokenText | None:
+    """The spans of the ``kept`` leading rollout tokens as decoded with the whole rollout, when they
+    end on a character of their own (no later token shares their last character); else None."""
+    if not kept:
+        return None
+    head_chars = int(aligned.char_ends[kept - 1])
+    if kept < len(aligned.ids) and int(aligned.char_starts[kept]) < head_chars:
+        return None
+    return TokenText(aligned.text[:head_chars], aligned.char_starts[:kept], aligned.char_ends[:kept])
+
+
 def _check_gt(gt_objects: Sequence[CoordObject], cfg: PrepareConfig) -> list[CoordObject]:
     objects = list(gt_objects)
     for index, obj in enumerate(objects):
@@ -175,39 +186,29 @@ def _prefix_table(
     extents[:, 1] = ends
     extents[:1, 0] = open_end
     extents[1:, 0] = ends[:-1]
-    element: list[int] = []
-    pred_of: list[int] = []
-    gt_of: list[int] = []
-    is_box: list[bool] = []
-    positions: list[tuple[int, ...]] = []
-    targets: list[tuple[int, ...]] = []
-    pred_index = -1
-    for k, record in enumerate(records):
-        if not record.valid:
-            continue
-        pred_index += 1
-        match_of = supervised.get(pred_index)
-        if match_of is not None:
-            element.append(k)
-            pred_of.append(pred_index)
-            gt_of.append(match_of[0])
-            is_box.append(record.geom_key == BBOX_KEY)
-            positions.append(aligned.coord_positions[record.index])
-            targets.append(match_of[1])
+    preds = [record for record in records if record.valid]
+    # Matched predictions in order (the supervised pairs come sorted by prediction already).
+    matched_of = sorted(supervised.items())
+    pred_of = [p for p, _ in matched_of]
+    element = [preds[p].index for p in pred_of]
+    targets = [target for _, (_, target) in matched_of]
+    coord_positions = aligned.coord_positions
+    positions = [coord_positions[k] for k in element]
     matched = np.zeros(len(records), dtype=bool)
     matched[element] = True
     arity = np.fromiter(map(len, targets), np.int64, len(targets))
     total = int(arity.sum())
+    desc_spans = [r.desc_span for r in records if r.desc_span is not None]
     return PrefixTable(
         extents=extents,
         matched=matched,
-        desc_spans=np.array(
-            [r.desc_span for r in records if r.desc_span is not None], dtype=np.int64
+        desc_spans=np.fromiter(
+            itertools.chain.from_iterable(desc_spans), np.int64, 2 * len(desc_spans)
         ).reshape(-1, 2),
         element=np.array(element, dtype=np.int64),
         pred_index=np.array(pred_of, dtype=np.int64),
-        gt_index=np.array(gt_of, dtype=np.int64),
-        is_box=np.array(is_box, dtype=bool),
+        gt_index=np.array([g for _, (g, _) in matched_of], dtype=np.int64),
+        is_box=np.array([preds[p].geom_key == BBOX_KEY for p in pred_of], dtype=bool),
         arity=arity,
         coord_pos=np.fromiter(itertools.chain.from_iterable(positions), np.int64, total),
         target=np.fromiter(itertools.chain.from_iterable(targets), np.int64, total),
@@ -355,8 +356,8 @@ class RolloutPreparer:
     def _align(self, response_ids: Sequence[int]) -> _AlignedRollout:
         codec, cfg = self.codec, self.cfg
         ids = np.asarray(response_ids, dtype=np.int64)
-        per_token = codec.token_bytes(ids)
-        full = token_char_spans(per_token, token_lengths(codec, ids, per_token))
+        per_token, lengths = bytes_and_lengths(codec, ids)
+        full = token_char_spans(per_token, lengths)
         stop = hard_stop(ids, full, codec.stop_ids)
         kept = full.truncated(stop.n_tokens, stop.n_chars)
         result = parse(
@@ -432,11 +433,14 @@ class RolloutPreparer:
         counts: ParseCounts,
         decode: DecodeInfo,
     ) -> RolloutTarget:
-        """:func:`build_rollout_target` reusing the rollout's token ids and bytes for the kept prefix."""
+        """:func:`build_rollout_target` reusing the rollout's token ids, bytes and character spans for
+        the kept prefix."""
+        head = None
         if trim.valid and aligned is not None:
             kept = trim.kept_tokens
             prefix_bytes = [*aligned.token_bytes[:kept], *self.codec.token_bytes(trim.replacement)]
             prefix_array = np.concatenate([aligned.ids[:kept], np.array(trim.replacement, dtype=np.int64)])
+            head = _kept_head(aligned, kept)
         else:
             prefix_bytes, prefix_array = self.fallback_bytes, None
         return build_rollout_target(
@@ -453,6 +457,7 @@ class RolloutPreparer:
             decode=decode,
             prefix_bytes=prefix_bytes,
             prefix_array=prefix_array,
+            prefix_head=head,
         )
 
 

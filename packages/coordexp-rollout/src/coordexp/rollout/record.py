@@ -193,6 +193,29 @@ class PolyGroup:
         checks them."""
         return _built(cls, pos=pos, target=target, gt_index=gt_index, pred_index=pred_index)
 
+    @classmethod
+    def built_many(
+        cls,
+        pos: list[int],
+        target: list[int],
+        bounds: list[tuple[int, int]],
+        gt_index: list[int],
+        pred_index: list[int],
+    ) -> tuple[PolyGroup, ...]:
+        """Groups ``k`` = ``pos[a:b]``, ``target[a:b]`` for ``(a, b) = bounds[k]`` with
+        ``gt_index[k]``/``pred_index[k]``, as :meth:`built` makes them (a poly prediction has a
+        dozen groups per sample; this sets the slots of each directly)."""
+        new, assign = object.__new__, object.__setattr__
+        groups = []
+        for (start, end), gt, pred in zip(bounds, gt_index, pred_index, strict=True):
+            group = new(cls)
+            assign(group, "pos", tuple(pos[start:end]))
+            assign(group, "target", tuple(target[start:end]))
+            assign(group, "gt_index", gt)
+            assign(group, "pred_index", pred)
+            groups.append(group)
+        return tuple(groups)
+
 
 @attrs.frozen
 class MatchSummary:
@@ -303,6 +326,26 @@ class RolloutTarget:
         for name in ("y_train", "token_type", "span_kind"):
             object.__setattr__(self, name, _int_array(getattr(self, name), f"RolloutTarget.{name}"))
         self._validate()
+
+    @classmethod
+    def built(cls, **fields: Any) -> RolloutTarget:
+        """From the fields :func:`coordexp.rollout.targets.build_rollout_target` makes, checking what
+        the builder does not establish itself; a record failing any of it gets the full validation,
+        which names the problem (or passes a valid record this shortcut did not recognize).
+
+        The builder makes ``y_train``/``token_type``/``span_kind`` fresh int64 ``[train_len]``
+        arrays, checks the FN slots against the fragment's ids (coord tokens inside their
+        geometries, carrying their GT bins), and cuts every bbox and poly group out of the slot
+        arrays it writes (so each group position is a slot with that slot's target). What it is
+        handed is checked here: the prefix slots (inside ``[0, prefix_len)``, on coord tokens of
+        span kind ``prefix_matched``, each position once, bins in 0..999, objects >= 0), the span-kind
+        layout (prefix kinds before ``prefix_len``, tail kinds after, the eos kind last), the single
+        trailing eos, the prefix groups' indices and the poly groups' lengths.
+        """
+        target = _built(cls, **fields)
+        if not _builder_record_valid(target):
+            target._validate_in_detail()
+        return target
 
     # -- lengths ------------------------------------------------------------------------------
     @property
@@ -575,6 +618,30 @@ def _tables_well_formed(target: RolloutTarget) -> bool:
         len(group.pos) == len(group.target) and len(group.pos) >= 6 and not len(group.pos) % 2
         for group in target.poly_groups_prefix
     )
+
+
+def _builder_record_valid(target: RolloutTarget) -> bool:
+    """The part of :func:`_certainly_valid` that :meth:`RolloutTarget.built` needs (its doc)."""
+    n, p = target.train_len, target.prefix_len
+    token_type, kinds = target.token_type, target.span_kind
+    if not 1 <= p < n or target.prompt_len < 0 or not _tables_well_formed(target):
+        return False
+    if not _below(kinds, _LAYOUT.shape[0]) or _LAYOUT[kinds].tobytes() != _layout_bytes(p, n):
+        return False
+    eos_type = int(TokenType.EOS)
+    if token_type[-1] != eos_type or np.count_nonzero(token_type == eos_type) != 1:
+        return False
+    slots = target.coord_slots_prefix
+    if len(slots):
+        pos = slots.pos
+        if not _below(pos, p) or not _below(slots.target_bin, MAX_BIN + 1) or slots.object.min() < 0:
+            return False
+        if np.count_nonzero(kinds[pos] != int(SpanKind.PREFIX_MATCHED)):
+            return False
+        if np.count_nonzero(token_type[pos] != int(TokenType.COORD)) or np.bincount(pos).max() > 1:
+            return False
+    groups = target.bbox_groups_prefix
+    return not len(groups) or bool(groups.gt_index.min() >= 0 and groups.pred_index.min() >= -1)
 
 
 def _certainly_valid(target: RolloutTarget) -> bool:

@@ -5,8 +5,9 @@
 * ``Y_train = prefix_ids + encode(fragment) + [eos_id]`` (the fragment is encoded alone, so no token
   crosses the prefix/fragment boundary).
 
-Labels come from one byte-based span map of all of ``Y_train`` (D44) and the core's vectorized
-builders: token types (coord > eos > desc > struct, D16) and span kinds from character intervals —
+Labels come from one byte-based span map of all of ``Y_train`` (D44; the kept rollout tokens' spans
+are reused from the rollout's own decode) and the core's vectorized builders: token types
+(coord > eos > desc > struct, D16) and span kinds from character intervals —
 ``prefix_open`` ``[0, open_end)``, each prefix element with its preceding separator as
 ``prefix_matched`` or ``prefix_fp``, the FN records with the lead as ``fn``, the final ``]}`` as
 ``closure``, the eos as ``eos`` — where a fused token takes the highest of
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
-from coordexp.core.coordjson.aligned import EOS_LITERAL, token_char_spans
+from coordexp.core.coordjson.aligned import EOS_LITERAL, TokenText, token_char_spans
 from coordexp.core.coordjson.serialize import (
     CLOSURE,
     RECORD_SEPARATOR,
@@ -31,8 +32,15 @@ from coordexp.core.coordjson.serialize import (
     serialize_with_spans,
 )
 from coordexp.core.errors import PipelineError
-from coordexp.core.tokens import SpanKind, TokenType, span_kinds_for_tokens, token_types_for_tokens
-from coordexp.rollout.codec import TextCodec, coord_mask_for, token_lengths
+from coordexp.core.tokens import (
+    SpanKind,
+    TokenType,
+    span_kinds_for_sorted_intervals,
+    span_kinds_for_tokens,
+    token_types_for_sorted_descs,
+    token_types_for_tokens,
+)
+from coordexp.rollout.codec import TextCodec, bytes_and_lengths, coord_mask_for, token_lengths
 from coordexp.rollout.record import (
     BBoxGroupTable,
     CoordSlots,
@@ -171,7 +179,7 @@ def _intervals(spans: Sequence[Span]) -> np.ndarray:
 
 
 def _fn_coord_positions(
-    bins: np.ndarray,
+    tail_bins: np.ndarray,
     starts: np.ndarray,
     ends: np.ndarray,
     prefix_len: int,
@@ -181,25 +189,24 @@ def _fn_coord_positions(
 ) -> tuple[np.ndarray, list[int]]:
     """Positions of the FN coord slots (object by object, value order) and the objects' arities.
 
-    ``bins``: coord bin per ``Y_train`` position (−1 elsewhere). A slot is a coord token of the
-    fragment lying inside its object's geometry array; every object must get exactly its values.
+    ``tail_bins``: coord bin per ``Y_train`` position from ``prefix_len`` on (−1 elsewhere). A slot
+    is a coord token of the fragment lying inside its object's geometry array; every object must
+    get exactly its values.
     """
     arity = [len(o.values) for o in fn_objects]
     values = [v for o in fn_objects for v in o.values]
-    coord_pos = (bins[prefix_len:] >= 0).nonzero()[0] + prefix_len
+    local = (tail_bins >= 0).nonzero()[0]
+    coord_pos = local + prefix_len
     spans = _intervals(fragment.geom_spans) + offset_chars
     owner = np.ascontiguousarray(spans[:, 0]).searchsorted(starts[coord_pos], side="right") - 1
     clamped = np.maximum(owner, 0)
     inside = (owner >= 0) & (ends[coord_pos] <= spans[clamped, 1])
     pos, owner = coord_pos[inside], owner[inside]
-    if (
-        pos.size != len(values)
-        or np.bincount(owner, minlength=len(arity)).tolist() != arity
-        or (bins[pos].tolist() != values)
-    ):
+    found = tail_bins[local[inside]].tolist()
+    if pos.size != len(values) or np.bincount(owner, minlength=len(arity)).tolist() != arity or found != values:
         raise PipelineError(
             f"the encoded FN fragment does not hold its objects' coord tokens inside their geometry arrays "
-            f"(expected bins {values[:8]}…, found {bins[pos].tolist()[:8]}…); the tokenizer must keep every "
+            f"(expected bins {values[:8]}…, found {found[:8]}…); the tokenizer must keep every "
             "<|coord_k|> a single added token"
         )
     return pos, arity
@@ -220,6 +227,7 @@ def build_rollout_target(
     decode: DecodeInfo,
     prefix_bytes: Sequence[bytes] | None = None,
     prefix_array: np.ndarray | None = None,
+    prefix_head: TokenText | None = None,
 ) -> RolloutTarget:
     """Append the FN fragment to ``trim``'s prefix and label every position (module doc).
 
@@ -227,7 +235,10 @@ def build_rollout_target(
     :class:`PrefixElement` values or their :class:`PrefixTable`;
     ``fn_indices`` the GT indices to append, in GT order. ``prefix_bytes``: the bytes of
     ``trim.prefix_ids`` when the caller already has them (else looked up); ``prefix_array``: the same
-    ids as an int array (saves converting the tuple; it must equal ``trim.prefix_ids``). Raises
+    ids as an int array (saves converting the tuple; it must equal ``trim.prefix_ids``).
+    ``prefix_head``: the character spans of the first ``len(prefix_head)`` prefix tokens when the
+    caller already decoded them (its ``text`` must be what their bytes decode to, a prefix of
+    ``trim.prefix_text``); only the rest of ``Y_train`` is then decoded. Raises
     :class:`PipelineError` when the tokenizer does not reproduce the fragment text exactly or the GT
     holds an eos-type token.
     """
@@ -253,40 +264,25 @@ def build_rollout_target(
         y_train = np.asarray([*trim.prefix_ids, *tail_ids], dtype=np.int64)
     if prefix_bytes is None or len(prefix_bytes) != prefix_len:
         prefix_bytes = codec.token_bytes(trim.prefix_ids)
-    all_bytes = [*prefix_bytes, *codec.token_bytes(tail_ids)]
-    spans = token_char_spans(all_bytes, token_lengths(codec, y_train, all_bytes))
     n_prefix_chars = len(trim.prefix_text)
-    expected = trim.prefix_text + fragment.text + EOS_LITERAL
-    if spans.text != expected:
-        at = next(
-            (i for i, (a, b) in enumerate(zip(spans.text, expected, strict=False)) if a != b),
-            min(len(spans.text), len(expected)),
-        )
-        raise PipelineError(
-            f"Y_train decodes to {spans.text[at : at + 24]!r} at char {at}, expected "
-            f"{expected[at : at + 24]!r}: "
-            "the tokenizer does not reproduce the prefix/FN fragment exactly (normalization?)"
-        )
+    starts, ends = _y_train_spans(codec, trim, fragment.text, y_train, prefix_bytes, tail_ids, prefix_head)
 
     desc_spans = np.concatenate([table.desc_spans, _intervals(fragment.desc_spans) + n_prefix_chars])
-    token_type = token_types_for_tokens(
-        y_train,
-        spans.starts,
-        spans.ends,
-        desc_spans,
-        coord_mask_for(codec.coord_vocab, _table_size(int(y_train.max()) + 1)),
-        codec.eos_id,
-    )
+    coord_mask = coord_mask_for(codec.coord_vocab, _table_size(int(y_train.max()) + 1))
+    desc_lows, desc_highs = desc_spans[:, 0], desc_spans[:, 1]
+    if not desc_lows.size or (
+        desc_lows[0] >= 0 and (desc_lows <= desc_highs).all() and (desc_highs[:-1] <= desc_lows[1:]).all()
+    ):
+        # Sorted and disjoint, as records lay them out: the one-pass labelling applies.
+        token_type = token_types_for_sorted_descs(
+            y_train, starts, ends, desc_lows, desc_highs, coord_mask, codec.eos_id
+        )
+    else:
+        token_type = token_types_for_tokens(y_train, starts, ends, desc_spans, coord_mask, codec.eos_id)
     fn_end = n_prefix_chars + fragment.tail_start
-    intervals = {
-        SpanKind.PREFIX_OPEN: _intervals([(0, trim.open_end)]),
-        SpanKind.PREFIX_MATCHED: table.extents[table.matched],
-        SpanKind.PREFIX_FP: table.extents[~table.matched],
-        SpanKind.FN: _intervals([(n_prefix_chars, fn_end)] if fn_objects else []),
-        SpanKind.CLOSURE: _intervals([(fn_end, n_prefix_chars + len(fragment.text))]),
-    }
-    intervals = {kind: value for kind, value in intervals.items() if value.shape[0]}
-    span_kind = span_kinds_for_tokens(spans.starts, spans.ends, intervals, SpanKind.EOS)
+    span_kind = _span_kinds(
+        starts, ends, trim.open_end, table, n_prefix_chars, fn_end, len(fragment.text), bool(fn_objects)
+    )
     # The eos token's span is its literal after the closure; only it may keep the default kind.
     is_eos = token_type == int(TokenType.EOS)
     if not np.array_equal(span_kind == int(SpanKind.EOS), is_eos):
@@ -295,12 +291,17 @@ def build_rollout_target(
 
     n_elements = len(table)
     slots_prefix, groups_prefix, polys = _prefix_slots(table)
-    bins = codec.coord_vocab.bins_of_array(y_train)
     fn_positions, arity = _fn_coord_positions(
-        bins, spans.starts, spans.ends, prefix_len, fragment, fn_objects, n_prefix_chars
+        codec.coord_vocab.bins_of_array(y_train[prefix_len:]),
+        starts,
+        ends,
+        prefix_len,
+        fragment,
+        fn_objects,
+        n_prefix_chars,
     )
     slots_fn, groups_fn = _fn_slots(fn_objects, fn_list, fn_positions, arity, n_elements)
-    return RolloutTarget(
+    return RolloutTarget.built(
         prompt_len=int(prompt_len),
         prefix_len=prefix_len,
         y_train=y_train,
@@ -319,6 +320,101 @@ def build_rollout_target(
         counts=counts,
         decode=decode,
     )
+
+
+def _y_train_spans(
+    codec: TextCodec,
+    trim: TrimResult,
+    fragment_text: str,
+    y_train: np.ndarray,
+    prefix_bytes: Sequence[bytes],
+    tail_ids: Sequence[int],
+    prefix_head: TokenText | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Character spans (int64 ``[train_len]`` starts, ends) of ``Y_train`` in
+    ``prefix_text + fragment_text + EOS_LITERAL``, which its bytes must decode to exactly (else
+    :class:`PipelineError`).
+
+    With ``prefix_head`` (the first prefix tokens' spans, decoded by the caller) only the rest is
+    decoded: a head that decodes without replacement characters ends on a character boundary and
+    the rest begins on one (a retokenized piece or the fragment), so decoding the two apart gives
+    the same characters and, shifted, the same spans. Otherwise (or if the pieces disagree) all of
+    ``Y_train`` is decoded at once.
+    """
+    prefix_text = trim.prefix_text
+    head = 0 if prefix_head is None else len(prefix_head)
+    if 0 < head <= len(prefix_bytes):
+        head_chars = len(prefix_head.text)
+        if "\ufffd" not in prefix_head.text and prefix_text.startswith(prefix_head.text):
+            rest = token_char_spans(*bytes_and_lengths(codec, y_train[head:]))
+            if rest.text == prefix_text[head_chars:] + fragment_text + EOS_LITERAL:
+                return (
+                    np.concatenate([prefix_head.starts, rest.starts + head_chars]),
+                    np.concatenate([prefix_head.ends, rest.ends + head_chars]),
+                )
+    all_bytes = [*prefix_bytes, *codec.token_bytes(tail_ids)]
+    spans = token_char_spans(all_bytes, token_lengths(codec, y_train, all_bytes))
+    expected = prefix_text + fragment_text + EOS_LITERAL
+    if spans.text != expected:
+        at = next(
+            (i for i, (a, b) in enumerate(zip(spans.text, expected, strict=False)) if a != b),
+            min(len(spans.text), len(expected)),
+        )
+        raise PipelineError(
+            f"Y_train decodes to {spans.text[at : at + 24]!r} at char {at}, expected "
+            f"{expected[at : at + 24]!r}: "
+            "the tokenizer does not reproduce the prefix/FN fragment exactly (normalization?)"
+        )
+    return spans.starts, spans.ends
+
+
+# Span kind values of the layout's parts (index ``matched`` into _MATCHED_OR_FP).
+_MATCHED_OR_FP = np.array([int(SpanKind.PREFIX_FP), int(SpanKind.PREFIX_MATCHED)], dtype=np.int64)
+_PREFIX_OPEN = np.array([int(SpanKind.PREFIX_OPEN)], dtype=np.int64)
+_FN_CLOSURE = np.array([int(SpanKind.FN), int(SpanKind.CLOSURE)], dtype=np.int64)
+_CLOSURE = np.array([int(SpanKind.CLOSURE)], dtype=np.int64)
+_ZERO = np.zeros(1, dtype=np.int64)
+
+
+def _span_kinds(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    open_end: int,
+    table: PrefixTable,
+    n_prefix_chars: int,
+    fn_end: int,
+    fragment_chars: int,
+    has_fn: bool,
+) -> np.ndarray:
+    """Span kind per ``Y_train`` token (module doc): ``prefix_open`` ``[0, open_end)``, each prefix
+    element as ``prefix_matched``/``prefix_fp``, ``fn`` ``[n_prefix_chars, fn_end)`` (when there are
+    FN objects), ``closure`` up to the fragment's end, ``eos`` for the rest.
+
+    A preparer's layout tiles the text in order (every extent non-empty, each starting where the
+    previous one ends), which the one-pass :func:`span_kinds_for_sorted_intervals` takes directly;
+    any other layout goes through the general :func:`span_kinds_for_tokens`.
+    """
+    extents = table.extents
+    fragment_end = n_prefix_chars + fragment_chars
+    tail_lows, tail_highs, tail_kinds = (
+        ((n_prefix_chars, fn_end), (fn_end, fragment_end), _FN_CLOSURE)
+        if has_fn
+        else ((fn_end,), (fragment_end,), _CLOSURE)
+    )
+    lows = np.concatenate([_ZERO, extents[:, 0], tail_lows])
+    highs = np.concatenate([(open_end,), extents[:, 1], tail_highs])
+    if (lows < highs).all() and (highs[:-1] <= lows[1:]).all():
+        kinds = np.concatenate([_PREFIX_OPEN, _MATCHED_OR_FP[table.matched.view(np.int8)], tail_kinds])
+        return span_kinds_for_sorted_intervals(starts, ends, lows, highs, kinds, SpanKind.EOS)
+    intervals = {
+        SpanKind.PREFIX_OPEN: _intervals([(0, open_end)]),
+        SpanKind.PREFIX_MATCHED: extents[table.matched],
+        SpanKind.PREFIX_FP: extents[~table.matched],
+        SpanKind.FN: _intervals([(n_prefix_chars, fn_end)] if has_fn else []),
+        SpanKind.CLOSURE: _intervals([(fn_end, fragment_end)]),
+    }
+    intervals = {kind: value for kind, value in intervals.items() if value.shape[0]}
+    return span_kinds_for_tokens(starts, ends, intervals, SpanKind.EOS)
 
 
 def _table_size(n: int) -> int:
@@ -343,22 +439,20 @@ def _prefix_slots(table: PrefixTable) -> tuple[CoordSlots, BBoxGroupTable, tuple
     is_box = table.is_box
     polys: tuple[PolyGroup, ...] = ()
     if not is_box.all():
-        pos, target = table.coord_pos.tolist(), table.target.tolist()
-        ends = np.cumsum(table.arity).tolist()
-        polys = tuple(
-            PolyGroup.built(tuple(pos[end - n : end]), tuple(target[end - n : end]), g, p)
-            for end, n, g, p, box in zip(
-                ends,
-                table.arity.tolist(),
-                table.gt_index.tolist(),
-                table.pred_index.tolist(),
-                is_box.tolist(),
-                strict=True,
-            )
-            if not box
+        poly = ~is_box
+        ends = np.cumsum(table.arity)
+        starts = ends - table.arity
+        polys = PolyGroup.built_many(
+            table.coord_pos.tolist(),
+            table.target.tolist(),
+            list(zip(starts[poly].tolist(), ends[poly].tolist())),
+            table.gt_index[poly].tolist(),
+            table.pred_index[poly].tolist(),
         )
     if not is_box.any():
         return slots, BBoxGroupTable.empty(), polys
+    if np.count_nonzero(table.arity[is_box] != 4):
+        raise PipelineError("PrefixTable: a bbox prediction needs 4 coord slots")
     box_slots = np.repeat(is_box, table.arity)
     groups = BBoxGroupTable.built(
         table.coord_pos[box_slots].reshape(-1, 4),

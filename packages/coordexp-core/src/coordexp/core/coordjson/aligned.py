@@ -333,15 +333,17 @@ def extract_coord_positions(
             np.arange(int(arity[sized].sum()))
             - np.repeat(np.cumsum(arity[sized]) - arity[sized], arity[sized])
         )
-        values = np.fromiter(
-            itertools.chain.from_iterable(r.values for r, ok in zip(valid, sized.tolist()) if ok),
-            dtype=np.int64,
+        expected = list(
+            itertools.chain.from_iterable(r.values for r, ok in zip(valid, sized.tolist()) if ok)
         )
-        token_ok = (bins[coord_positions[take]] == values) & (
-            text.ends[coord_positions[take]] <= np.repeat(span_ends[sized], arity[sized])
-        )
-        first = np.cumsum(arity[sized]) - arity[sized]
-        aligned[sized] = np.logical_and.reduceat(token_ok, first)
+        slots = coord_positions[take]
+        found = bins[slots]
+        ends_ok = text.ends[slots] <= np.repeat(span_ends[sized], arity[sized])
+        # Usually every sized record is aligned: one comparison of the flat lists settles it.
+        if not (found.tolist() == expected and ends_ok.all()):
+            token_ok = (found == np.array(expected, dtype=np.int64)) & ends_ok
+            first = np.cumsum(arity[sized]) - arity[sized]
+            aligned[sized] = np.logical_and.reduceat(token_ok, first)
     position_list = coord_positions.tolist()
     records: list[ParsedRecord] = list(result.records)
     for record, ok, low, high in zip(valid, aligned.tolist(), lows.tolist(), highs.tolist(), strict=True):

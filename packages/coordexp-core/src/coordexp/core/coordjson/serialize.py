@@ -8,6 +8,8 @@ else ``\\u00xx``) and everything else, non-ASCII included, verbatim. One line, n
 
 from __future__ import annotations
 
+import functools
+
 import json
 import operator
 from collections.abc import Iterable, Sequence
@@ -113,14 +115,17 @@ class CoordObject:
             )
 
 
+@functools.lru_cache(maxsize=4096)
 def _desc_literal(desc: str) -> str:
+    # A dataset has few distinct descs, so the literals are memoized (json.dumps' Python wrapper
+    # costs more than the escaping itself).
     # json.dumps(ensure_ascii=False) escapes exactly '"', '\\' and U+0000-U+001F (short escapes for
     # \b \f \n \r \t, lowercase \u00xx otherwise) and keeps non-ASCII verbatim: the §1.3 rule.
     return json.dumps(desc, ensure_ascii=False)
 
 
 def _geometry_literal(values: tuple[int, ...]) -> str:
-    return "[" + RECORD_SEPARATOR.join(COORD_TOKENS[v] for v in values) + "]"
+    return "[" + RECORD_SEPARATOR.join(map(COORD_TOKENS.__getitem__, values)) + "]"
 
 
 def _check_object(obj: Any) -> CoordObject:
