@@ -49,6 +49,14 @@ def test_data_synth_then_validate(tmp_path, capsys):
     assert "records" in capsys.readouterr().out
 
 
+def test_data_synth_object_size_flag(tmp_path, capsys):
+    args = ["data", "synth", "--out", str(tmp_path / "d"), "--train", "3", "--val", "0", "--object-size", "0.4,0.5"]
+    assert main(args) == 0
+    with pytest.raises(SystemExit):
+        main(["data", "synth", "--out", str(tmp_path / "e"), "--object-size", "big"])
+    assert "expected LO,HI" in capsys.readouterr().err
+
+
 def test_data_validate_reports_file_and_line_and_exits_1(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"images": ["x.png"], "width": 4, "height": 4, "objects": [{"desc": "a", "bbox": [1, 2, 3, 4]}]}\n')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,22 @@ def test_bbox_only_mode_has_no_polygons(tmp_path: Path) -> None:
     assert validate_jsonl(result.train_jsonl, trainer_variant="stage2_two_channel").ok
 
 
+@pytest.mark.parametrize("size_range", [(0.3, 0.6), (0.5, 0.5)])
+def test_object_sides_stay_inside_size_range(tmp_path: Path, size_range: tuple[float, float]) -> None:
+    result = synthesize(tmp_path, n_train=30, n_val=0, seed=2, bbox_only=True, size_range=size_range)
+    sides = []
+    for line in result.train_jsonl.read_text().splitlines():
+        record = json.loads(line)
+        short = min(record["width"], record["height"])
+        for obj in record["objects"]:
+            x0, _, x1, _ = obj["bbox_2d"]
+            # bins are norm1000 of inclusive pixel boxes: the side comes back within a pixel or two
+            sides.append((x1 - x0) / 1000 * record["width"] / short)
+    assert sides
+    lo, hi = size_range
+    assert min(sides) >= lo - 2.5 / 128 and max(sides) <= hi + 2.5 / 128
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -103,6 +120,10 @@ def test_bbox_only_mode_has_no_polygons(tmp_path: Path) -> None:
         {"max_objects": 0},
         {"empty_fraction": 1.5},
         {"coord_form": "pixels"},
+        {"size_range": (0.5, 0.3)},
+        {"size_range": (0.0, 0.3)},
+        {"size_range": (0.3, 1.2)},
+        {"size_range": (0.3,)},
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict) -> None:

@@ -15,6 +15,14 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from exc
 
 
+def _fraction_pair(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = text.split(",")
+        return float(lo), float(hi)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two fractions), got {text!r}") from exc
+
+
 def _validate(args: argparse.Namespace) -> int:
     from coordexp.train.data.commands import cmd_validate
 
@@ -44,7 +52,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _synth(args: argparse.Namespace) -> int:
     from coordexp.train.data.commands import cmd_synth
-    from coordexp.train.data.synth import DEFAULT_IMAGE_SIZES
+    from coordexp.train.data.synth import DEFAULT_IMAGE_SIZES, SIZE_RANGE
 
     if args.train < 0 or args.val < 0:
         raise ConfigError("--train/--val", "sample counts must be >= 0")
@@ -55,6 +63,7 @@ def _synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         image_sizes=tuple(args.size) if args.size else DEFAULT_IMAGE_SIZES,
         max_objects=args.max_objects,
+        size_range=args.object_size or SIZE_RANGE,
         bbox_only=args.bbox_only,
         coord_form=args.coord_form,
     )
@@ -90,6 +99,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=_size, action="append", help="allowed image size WxH (repeatable)")
     s.add_argument("--max-objects", type=int, default=5)
+    s.add_argument(
+        "--object-size", type=_fraction_pair, default=None, metavar="LO,HI",
+        help="object side as a fraction of the shorter image side (default 0.15,0.45)",
+    )
     s.add_argument("--bbox-only", action="store_true", help="polygons exported as boxes (stage2_two_channel)")
     s.add_argument("--coord-form", choices=("int", "token"), default="int")
     s.set_defaults(handler=_synth)

@@ -15,7 +15,7 @@ from coordexp.core.errors import ConfigError
 from coordexp.train.data.coco import convert_coco
 from coordexp.train.data.convert import convert_pixel_jsonl
 from coordexp.train.data.jsonl import validate_jsonl
-from coordexp.train.data.synth import DEFAULT_IMAGE_SIZES, synthesize
+from coordexp.train.data.synth import DEFAULT_IMAGE_SIZES, SIZE_RANGE, synthesize
 
 SOURCE_FORMATS: tuple[str, ...] = ("pixel_jsonl", "coco")
 
@@ -94,6 +94,7 @@ def cmd_synth(
     seed: int,
     image_sizes: Sequence[tuple[int, int]] = DEFAULT_IMAGE_SIZES,
     max_objects: int = 5,
+    size_range: tuple[float, float] = SIZE_RANGE,
     bbox_only: bool = False,
     coord_form: str = "int",
     out: TextIO | None = None,
@@ -107,6 +108,7 @@ def cmd_synth(
         seed=seed,
         image_sizes=image_sizes,
         max_objects=max_objects,
+        size_range=size_range,
         bbox_only=bbox_only,
         coord_form=coord_form,
     )

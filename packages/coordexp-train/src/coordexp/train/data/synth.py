@@ -3,7 +3,8 @@
 Each image is a grey, softly textured background with up to `max_objects` high-contrast shapes:
 squares and circles (exported as `bbox_2d`) and triangles (`poly`, or their box in `bbox_only`
 mode for `stage2_two_channel`), in four colours, so descs are "<colour> <shape>" from a closed set
-of 12 classes. Sizes are 15–45 % of the shorter side; an object is placed only where at most
+of 12 classes. Object sides are a `size_range` fraction of the image's shorter side (default
+15–45 %); an object is placed only where at most
 `max_covered` of its box and of every earlier box overlaps another box, so every object stays
 visible. Some images are empty. Image sizes are multiples of 32 so the Qwen3-VL processor
 (patch 16 × merge 2) never resizes them.
@@ -36,7 +37,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES: tuple[str, ...] = ("square", "circle", "triangle")
 DEFAULT_IMAGE_SIZES: tuple[tuple[int, int], ...] = ((128, 128), (160, 128), (128, 160), (192, 192))
-SIZE_RANGE = (0.15, 0.45)  # object side as a fraction of the image's shorter side
+SIZE_RANGE = (0.15, 0.45)  # default object side as a fraction of the image's shorter side
 PLACEMENT_TRIES = 30
 
 
@@ -97,13 +98,18 @@ def _triangle(rng: np.random.Generator, box: Sequence[int]) -> list[int]:
 
 
 def _draw_scene(
-    rng: np.random.Generator, width: int, height: int, n_objects: int, max_covered: float
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    n_objects: int,
+    max_covered: float,
+    size_range: tuple[float, float],
 ) -> tuple[Image.Image, list[tuple[str, str, list[int]]]]:
     """Render one image; return it and its objects as (desc, geom_key, pixel values)."""
     image = _background(rng, width, height)
     draw = ImageDraw.Draw(image)
     short = min(width, height)
-    lo, hi = round(SIZE_RANGE[0] * short), round(SIZE_RANGE[1] * short)
+    lo, hi = max(2, round(size_range[0] * short)), round(size_range[1] * short)
     placed: list[list[int]] = []
     objects: list[tuple[str, str, list[int]]] = []
     colour_names = tuple(COLOURS)
@@ -141,6 +147,7 @@ def _check_args(
     max_objects: int,
     empty_fraction: float,
     max_covered: float,
+    size_range: tuple[float, float],
 ) -> None:
     for key, value in (("n_train", n_train), ("n_val", n_val)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -160,6 +167,15 @@ def _check_args(
         raise ConfigError("empty_fraction", f"got {empty_fraction!r}; expected a value in [0, 1]")
     if not 0.0 <= max_covered < 1.0:
         raise ConfigError("max_covered", f"got {max_covered!r}; expected a value in [0, 1)")
+    if (
+        len(size_range) != 2
+        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in size_range)
+        or not 0.0 < size_range[0] <= size_range[1] <= 1.0
+    ):
+        raise ConfigError(
+            "size_range",
+            f"got {size_range!r}; expected (lo, hi) fractions of the shorter image side with 0 < lo <= hi <= 1",
+        )
 
 
 def synthesize(
@@ -172,6 +188,7 @@ def synthesize(
     max_objects: int = 5,
     empty_fraction: float = 0.08,
     max_covered: float = 0.3,
+    size_range: tuple[float, float] = SIZE_RANGE,
     bbox_only: bool = False,
     coord_form: str = "int",
 ) -> SynthResult:
@@ -180,7 +197,7 @@ def synthesize(
     Coordinates are norm1000 bins (ints or `<|coord_k|>` strings per `coord_form`), polygons
     canonical, objects sorted; the files pass `validate_jsonl`. Record ids are "train-00000" etc.
     """
-    _check_args(n_train, n_val, image_sizes, max_objects, empty_fraction, max_covered)
+    _check_args(n_train, n_val, image_sizes, max_objects, empty_fraction, max_covered, size_range)
     check_coord_form(coord_form)
     root = Path(out_dir).absolute()
     counts: dict[str, int] = {"objects": 0, "empty_images": 0}
@@ -193,7 +210,7 @@ def synthesize(
             rng = _stream(seed, split, index)
             width, height = image_sizes[int(rng.integers(len(image_sizes)))]
             n_objects = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
-            image, drawn = _draw_scene(rng, width, height, n_objects, max_covered)
+            image, drawn = _draw_scene(rng, width, height, n_objects, max_covered, tuple(size_range))
             name = f"{index:05d}.png"
             # Noisy pixels barely compress: level 1 writes about as small a file, much faster.
             image.save(image_dir / name, format="PNG", optimize=False, compress_level=1)
