@@ -1,6 +1,6 @@
 """Background step preparation (`training.prefetch_steps`): the prefetcher's contract, and a
-Stage-1 run with prefetching (the session baseline, which evaluates and saves between steps) that
-matches a run preparing inline, step for step and weight for weight."""
+Stage-1 run with prefetching that matches the session baseline (inline preparation, evaluation and
+saving between steps) step for step and weight for weight."""
 
 from __future__ import annotations
 
@@ -92,16 +92,16 @@ def test_steps_must_be_taken_in_order_and_depth_is_checked():
 
 
 def test_prefetching_run_matches_inline_preparation(stage1_baseline, train_stage1, tmp_path):
-    base = stage1_baseline  # prefetch_steps 1 (the demo config's), eval at 4, saves at 2 and 4
-    inline = train_stage1(tmp_path / "inline", *base.overrides, "training.prefetch_steps=0")
-    assert [r.step for r in inline.history] == [r.step for r in base.result.history] == [0, 1, 2, 3]
-    for mine, theirs in zip(inline.history, base.result.history, strict=True):
+    base = stage1_baseline  # inline preparation (the demo config's prefetch_steps 0), eval at 4, saves at 2 and 4
+    prefetched = train_stage1(tmp_path / "prefetched", *base.overrides, "training.prefetch_steps=2")
+    assert [r.step for r in prefetched.history] == [r.step for r in base.result.history] == [0, 1, 2, 3]
+    for mine, theirs in zip(prefetched.history, base.result.history, strict=True):
         keys = {k for k in theirs.metrics if not k.startswith("time/") and k != "train/tokens_per_s"}
         assert keys == {k for k in mine.metrics if not k.startswith("time/") and k != "train/tokens_per_s"}
         for key in keys:
             assert mine.metrics[key] == pytest.approx(theirs.metrics[key], rel=1e-6, abs=1e-12), key
     want = load_file(str(base.out_dir / "final" / "model.safetensors"))
-    got = load_file(str(tmp_path / "inline" / "final" / "model.safetensors"))
+    got = load_file(str(tmp_path / "prefetched" / "final" / "model.safetensors"))
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-6, atol=1e-7, msg=name)
 

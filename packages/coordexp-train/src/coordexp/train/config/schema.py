@@ -18,7 +18,7 @@ is ``docs/configuration.md``. Defaults this module chose where the spec leaves a
   ``lr_scheduler: cosine``, ``per_device_train_batch_size: 1``,
   ``per_device_eval_batch_size: 1``, ``max_grad_norm: 1.0`` (null = no clipping),
   ``mixed_precision: "no"`` (CPU-safe; GPU profiles set ``bf16``), ``dataloader_drop_last: false``,
-  ``prefetch_steps: 1``, ``logging_steps: 10``, ``resume_from: null``; exactly one of ``max_steps`` /
+  ``prefetch_steps: 0``, ``logging_steps: 10``, ``resume_from: null``; exactly one of ``max_steps`` /
   ``num_train_epochs`` must be set;
 * ``custom.val_jsonl: null``, ``custom.extra: {}``;
 * ``rollout_matching.debug_dump.max_per_step``/``max_total`` must be >= 1.
@@ -129,7 +129,7 @@ class TrainingSection:
     packing: Optional[bool] = None
     dynamic_packing: Optional[bool] = None
     dataloader_drop_last: bool = False
-    prefetch_steps: int = attrs.field(default=1, validator=at_least(0))
+    prefetch_steps: int = attrs.field(default=0, validator=at_least(0))
     logging_steps: int = attrs.field(default=10, validator=at_least(1))
     ddp_timeout_s: int = attrs.field(default=1800, validator=at_least(1))
     resume_from: Optional[str] = attrs.field(default=None, validator=non_blank)

@@ -50,7 +50,7 @@ class LoopSettings:
     eval_steps: int | None
     save_steps: int | None
     keep_checkpoints: int | None = 3
-    prefetch_steps: int = 1
+    prefetch_steps: int = 0
 
 
 @attrs.frozen
