@@ -65,6 +65,24 @@ def rect_overlap_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(width, 0.0) * np.maximum(height, 0.0)
 
 
+def rect_overlaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pixels ``[K]`` float64 shared by rectangle pairs ``a[k]``, ``b[k]`` (``a``, ``b``: ``[K, 4]``);
+    entry k equals ``rect_overlap_matrix(a, b)[k, k]`` to the bit."""
+    width = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
+    height = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
+    np.maximum(width, 0.0, out=width)
+    np.maximum(height, 0.0, out=height)
+    width *= height
+    return width
+
+
+def rect_ious(overlap: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
+    """IoU ``[K]`` of rectangle pairs from their :func:`rect_overlaps` and :func:`rect_areas`
+    (0 where the union is empty); the arithmetic of :func:`rect_iou_matrix`, pair by pair."""
+    union = area_a + area_b - overlap
+    return np.divide(overlap, union, out=np.zeros(overlap.shape), where=union > 0)
+
+
 def rect_iou_matrix(
     a: np.ndarray,
     b: np.ndarray,
@@ -83,4 +101,11 @@ def rect_iou_matrix(
     return np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
 
 
-__all__ = ["box_pixel_rects", "rect_areas", "rect_iou_matrix", "rect_overlap_matrix"]
+__all__ = [
+    "box_pixel_rects",
+    "rect_areas",
+    "rect_iou_matrix",
+    "rect_ious",
+    "rect_overlap_matrix",
+    "rect_overlaps",
+]
