@@ -25,13 +25,12 @@ from coordexp.core.errors import PipelineError
 from coordexp.core.tokens import SpanKind, span_kinds_for_tokens, token_types_for_tokens
 from coordexp.rollout import prepare as prepare_mod
 from coordexp.rollout import targets as targets_mod
-from coordexp.rollout.backend import RolloutOutput
 from coordexp.rollout.codec import TableCodec, bytes_and_lengths
 from coordexp.rollout.maskiou import GeometryBatch
 from coordexp.rollout.prepare import ROLLOUT_ALIGNED, TWO_CHANNEL, PrepareConfig, RolloutPreparer
 from coordexp.rollout.record import RolloutTarget, _built
 from coordexp.rollout.targets import PrefixElement, PrefixTable
-from coordexp.rollout.testing import tiny_test_codec
+from coordexp.rollout.testing import box_or_diamond, cut_rollout, tiny_test_codec
 
 CODEC = tiny_test_codec()
 DESCS = ("cat", "red car", "café", "中文", 'say "hi"')
@@ -42,11 +41,7 @@ def scene_object(draw: st.DrawFn, polys: bool) -> CoordObject:
     desc = draw(st.sampled_from(DESCS))
     x, y = draw(st.integers(0, 900)), draw(st.integers(0, 900))
     w, h = draw(st.integers(8, 999 - x)), draw(st.integers(8, 999 - y))
-    if not polys or draw(st.booleans()):
-        return CoordObject(desc, "bbox_2d", (x, y, x + w, y + h))
-    xs = (x + w // 2, x + w, x + w // 2, x)
-    ys = (y, y + h // 2, y + h, y + h // 2)
-    return CoordObject(desc, "poly", tuple(v for pair in zip(xs, ys, strict=True) for v in pair))
+    return box_or_diamond(desc, x, y, w, h, poly=polys and not draw(st.booleans()))
 
 
 @st.composite
@@ -61,13 +56,7 @@ def rollouts(draw: st.DrawFn, polys: bool):
     order = draw(st.sampled_from(["desc_first", "geometry_first"]))
     ids = CODEC.encode(serialize(preds, order)) + [CODEC.eos_id]
     cut = draw(st.one_of(st.just(len(ids)), st.integers(1, len(ids))))
-    output = RolloutOutput(
-        prompt_ids=[1],
-        response_ids=ids[:cut],
-        finish_reason="stop" if cut == len(ids) else "length",
-        max_new_tokens=4096,
-        eos_token_ids=CODEC.stop_ids,
-    )
+    output = cut_rollout(CODEC, ids, cut)
     return output, gts
 
 
@@ -157,13 +146,7 @@ def target() -> RolloutTarget:
     dog = CoordObject("dog", "poly", (500, 500, 700, 520, 600, 700))
     mug = CoordObject("mug", "bbox_2d", (700, 700, 900, 900))
     ids = CODEC.encode(serialize([cat, dog], "desc_first")) + [CODEC.eos_id]
-    output = RolloutOutput(
-        prompt_ids=[1, 2],
-        response_ids=ids,
-        finish_reason="stop",
-        max_new_tokens=512,
-        eos_token_ids=CODEC.stop_ids,
-    )
+    output = cut_rollout(CODEC, ids, prompt_ids=(1, 2), max_new_tokens=512)
     preparer = RolloutPreparer(CODEC, PrepareConfig(ROLLOUT_ALIGNED, "desc_first"))
     made = preparer.prepare(output, [cat, dog, mug])
     assert len(made.target.bbox_groups_prefix) and made.target.poly_groups_prefix

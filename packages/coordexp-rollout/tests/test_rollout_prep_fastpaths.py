@@ -21,13 +21,12 @@ from pycocotools import mask as coco_mask
 from coordexp.core.coordjson.serialize import CoordObject, serialize
 from coordexp.core.errors import PipelineError
 from coordexp.rollout import ot as ot_mod
-from coordexp.rollout.backend import RolloutOutput
 from coordexp.rollout.maskiou import Geometry, GeometryBatch
 from coordexp.rollout.ot import ot_targets
 from coordexp.rollout.prepare import ROLLOUT_ALIGNED, TWO_CHANNEL, PrepareConfig, RolloutPreparer
 from coordexp.rollout.record import RolloutTarget, _built, _certainly_valid
 from coordexp.rollout.targets import BBOX_KEY, PrefixElement, PrefixTable
-from coordexp.rollout.testing import tiny_test_codec
+from coordexp.rollout.testing import box_or_diamond, cut_rollout, tiny_test_codec
 from coordexp.rollout.trim import trim_rollout
 
 CODEC = tiny_test_codec()
@@ -39,11 +38,7 @@ def scene_objects(draw, polys: bool) -> CoordObject:
     desc = draw(st.sampled_from(DESCS))
     x, y = draw(st.integers(0, 900)), draw(st.integers(0, 900))
     w, h = draw(st.integers(8, 999 - x)), draw(st.integers(8, 999 - y))
-    if not polys or draw(st.booleans()):
-        return CoordObject(desc, "bbox_2d", (x, y, x + w, y + h))
-    xs = (x + w // 2, x + w, x + w // 2, x)
-    ys = (y, y + h // 2, y + h, y + h // 2)
-    return CoordObject(desc, "poly", tuple(v for pair in zip(xs, ys, strict=True) for v in pair))
+    return box_or_diamond(desc, x, y, w, h, poly=polys and not draw(st.booleans()))
 
 
 def _jittered(obj: CoordObject, shift: int) -> CoordObject:
@@ -59,13 +54,7 @@ def rollouts(draw, polys: bool):
     preds = draw(st.permutations(preds))
     ids = CODEC.encode(serialize(preds, "desc_first")) + [CODEC.eos_id]
     cut = draw(st.one_of(st.just(len(ids)), st.integers(1, len(ids))))
-    output = RolloutOutput(
-        prompt_ids=[1],
-        response_ids=ids[:cut],
-        finish_reason="stop" if cut == len(ids) else "length",
-        max_new_tokens=4096,
-        eos_token_ids=CODEC.stop_ids,
-    )
+    output = cut_rollout(CODEC, ids, cut)
     return output, gts
 
 
@@ -139,13 +128,7 @@ def target() -> RolloutTarget:
     mug = CoordObject("mug", "bbox_2d", (700, 700, 900, 900))
     owl = CoordObject("owl", "poly", (100, 600, 300, 650, 200, 800))
     ids = CODEC.encode(serialize([cat, dog], "desc_first")) + [CODEC.eos_id]
-    output = RolloutOutput(
-        prompt_ids=[1, 2],
-        response_ids=ids,
-        finish_reason="stop",
-        max_new_tokens=512,
-        eos_token_ids=CODEC.stop_ids,
-    )
+    output = cut_rollout(CODEC, ids, prompt_ids=(1, 2), max_new_tokens=512)
     preparer = RolloutPreparer(CODEC, PrepareConfig(ROLLOUT_ALIGNED, "desc_first"))
     made = preparer.prepare(output, [cat, dog, mug, owl]).target
     assert len(made.bbox_groups_prefix) and made.poly_groups_prefix and len(made.coord_slots_fn)

@@ -8,10 +8,9 @@ import pytest
 
 from coordexp.core.coordjson.serialize import CoordObject, serialize
 from coordexp.core.errors import PipelineError
-from coordexp.rollout.backend import RolloutOutput
 from coordexp.rollout.prepare import ROLLOUT_ALIGNED, PrepareConfig, RolloutPreparer
 from coordexp.rollout.record import BBoxGroupTable, CoordSlots, PolyGroup
-from coordexp.rollout.testing import tiny_test_codec
+from coordexp.rollout.testing import cut_rollout, tiny_test_codec
 
 CODEC = tiny_test_codec()
 CAT = CoordObject("cat", "bbox_2d", (10, 20, 300, 400))
@@ -22,13 +21,7 @@ MUG = CoordObject("mug", "bbox_2d", (700, 700, 900, 900))
 @pytest.fixture(scope="module")
 def target():
     ids = CODEC.encode(serialize([CAT, DOG], "desc_first")) + [CODEC.eos_id]
-    output = RolloutOutput(
-        prompt_ids=[1, 2],
-        response_ids=ids,
-        finish_reason="stop",
-        max_new_tokens=512,
-        eos_token_ids=CODEC.stop_ids,
-    )
+    output = cut_rollout(CODEC, ids, prompt_ids=(1, 2), max_new_tokens=512)
     prepared = RolloutPreparer(CODEC, PrepareConfig(ROLLOUT_ALIGNED, "desc_first")).prepare(
         output, [CAT, DOG, MUG]
     )

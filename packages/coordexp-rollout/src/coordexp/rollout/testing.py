@@ -17,6 +17,7 @@ from functools import lru_cache
 from coordexp.core.codec import COORD_TOKENS
 from coordexp.core.coordjson.aligned import EOS_LITERAL
 from coordexp.core.coordjson.serialize import CoordObject, serialize
+from coordexp.rollout.backend import RolloutOutput
 from coordexp.rollout.codec import ENDOFTEXT_LITERAL, TableCodec
 
 _DESCS = (
@@ -81,4 +82,34 @@ def tiny_test_codec(vocab_size: int = 420) -> TableCodec:
     return TableCodec.from_tokenizers(tiny_test_tokenizer(vocab_size))
 
 
-__all__ = ["tiny_test_codec", "tiny_test_tokenizer"]
+def box_or_diamond(desc: str, x: int, y: int, w: int, h: int, *, poly: bool) -> CoordObject:
+    """A test object over the bin box ``(x, y, x + w, y + h)``: the box itself, or (``poly``) the
+    diamond through the box's edge midpoints, in canonical vertex order (top first, clockwise)."""
+    if not poly:
+        return CoordObject(desc, "bbox_2d", (x, y, x + w, y + h))
+    xs = (x + w // 2, x + w, x + w // 2, x)
+    ys = (y, y + h // 2, y + h, y + h // 2)
+    return CoordObject(desc, "poly", tuple(v for pair in zip(xs, ys, strict=True) for v in pair))
+
+
+def cut_rollout(
+    codec: TableCodec,
+    ids: list[int],
+    cut: int | None = None,
+    *,
+    prompt_ids: tuple[int, ...] = (1,),
+    max_new_tokens: int = 4096,
+) -> RolloutOutput:
+    """The rollout of `ids` cut after `cut` tokens (all of them when None): `finish_reason` is
+    ``stop`` for the whole sequence and ``length`` for a strict prefix, as a backend would report."""
+    n = len(ids) if cut is None else cut
+    return RolloutOutput(
+        prompt_ids=prompt_ids,
+        response_ids=ids[:n],
+        finish_reason="stop" if n == len(ids) else "length",
+        max_new_tokens=max_new_tokens,
+        eos_token_ids=codec.stop_ids,
+    )
+
+
+__all__ = ["box_or_diamond", "cut_rollout", "tiny_test_codec", "tiny_test_tokenizer"]
