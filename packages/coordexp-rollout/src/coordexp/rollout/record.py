@@ -203,18 +203,11 @@ class PolyGroup:
         pred_index: list[int],
     ) -> tuple[PolyGroup, ...]:
         """Groups ``k`` = ``pos[a:b]``, ``target[a:b]`` for ``(a, b) = bounds[k]`` with
-        ``gt_index[k]``/``pred_index[k]``, as :meth:`built` makes them (a poly prediction has a
-        dozen groups per sample; this sets the slots of each directly)."""
-        new, assign = object.__new__, object.__setattr__
-        groups = []
-        for (start, end), gt, pred in zip(bounds, gt_index, pred_index, strict=True):
-            group = new(cls)
-            assign(group, "pos", tuple(pos[start:end]))
-            assign(group, "target", tuple(target[start:end]))
-            assign(group, "gt_index", gt)
-            assign(group, "pred_index", pred)
-            groups.append(group)
-        return tuple(groups)
+        ``gt_index[k]``/``pred_index[k]``, each made by :meth:`built`."""
+        return tuple(
+            cls.built(tuple(pos[start:end]), tuple(target[start:end]), gt, pred)
+            for (start, end), gt, pred in zip(bounds, gt_index, pred_index, strict=True)
+        )
 
 
 @attrs.frozen
