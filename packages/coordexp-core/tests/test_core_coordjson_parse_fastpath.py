@@ -47,7 +47,7 @@ _PIECES = (
 
 def _general_parse(monkeypatch: pytest.MonkeyPatch, *args) -> parse_mod.ParseResult:
     with monkeypatch.context() as patch:
-        patch.setattr(parse_mod, "_scan_canonical_object", lambda text, i, index, policy: None)
+        patch.setattr(parse_mod, "_canonical_record_parts", lambda text, i: None)
         patch.setattr(parse_mod, "_scan_canonical_coord_array", lambda text, i: None)
         return parse(*args)
 

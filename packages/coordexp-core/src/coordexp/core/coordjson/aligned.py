@@ -296,6 +296,43 @@ class AlignedParse:
         return self.coord_positions[record_index]
 
 
+def _coord_tokens_in_record_order(
+    valid: list[ParsedRecord],
+    text: TokenText,
+    bins: np.ndarray,
+    coord_positions: np.ndarray,
+    positions: list[tuple[int, ...]],
+) -> bool:
+    """The usual case of :func:`extract_coord_positions`, settled with a few whole-array operations:
+    every coord token of the text belongs, in order, to the valid records (record k takes the next
+    ``len(values)`` of them), carries their values, and lies inside its record's ``geom_span``.
+    Then each record holds exactly its own tokens (geometry spans are disjoint and in text order,
+    tokens in position order), so every record is aligned; their positions are written into
+    ``positions`` and True returned. Anything else returns False and leaves ``positions`` as is.
+    """
+    expected = list(itertools.chain.from_iterable(record.values for record in valid))
+    if len(expected) != coord_positions.size or bins[coord_positions].tolist() != expected:
+        return False
+    count = len(valid)
+    arity = np.fromiter((len(record.values) for record in valid), dtype=np.int64, count=count)
+    spans = np.fromiter(
+        itertools.chain.from_iterable(record.geom_span for record in valid), dtype=np.int64, count=2 * count
+    ).reshape(count, 2)
+    owner_spans = np.repeat(spans, arity, axis=0)
+    starts = text.starts[coord_positions]
+    # Inside as extract_coord_positions counts it: starts in [start, end) of the span, ends by its end.
+    inside = (starts >= owner_spans[:, 0]) & (starts < owner_spans[:, 1])
+    inside &= text.ends[coord_positions] <= owner_spans[:, 1]
+    if not inside.all():
+        return False
+    position_list = coord_positions.tolist()
+    first = 0
+    for record, n in zip(valid, arity.tolist(), strict=True):
+        positions[record.index] = tuple(position_list[first : first + n])
+        first += n
+    return True
+
+
 def extract_coord_positions(
     result: ParseResult,
     text: TokenText,
@@ -317,6 +354,9 @@ def extract_coord_positions(
     valid = [record for record in result.records if record.valid]
     positions: list[tuple[int, ...]] = [()] * len(result.records)
     if not valid:
+        return AlignedParse(result=result, coord_positions=tuple(positions), token_text=text)
+    in_order = _coord_tokens_in_record_order(valid, text, bins, coord_positions, positions)
+    if in_order:
         return AlignedParse(result=result, coord_positions=tuple(positions), token_text=text)
     count = len(valid)
     span_starts = np.fromiter((record.geom_span[0] for record in valid), dtype=np.int64, count=count)

@@ -523,83 +523,67 @@ def _scan_object(text: str, n: int, i: int) -> tuple[int, list[_Member]]:
         j = _next_at(text, n, j + 1)
 
 
-_DESC_MEMBER_OPEN = '"desc": "'
-_GEOM_MEMBER_OPENS: tuple[tuple[str, str], ...] = tuple((key, f'"{key}": [') for key in ("bbox_2d", "poly"))
+# Pieces of a canonical record (01 §1.3): '{"desc": "S", "<geom>": [coords]}' or
+# '{"<geom>": [coords], "desc": "S"}'.
+_DESC_FIRST_OPEN = '{"desc": "'
+_DESC_AFTER_GEOMETRY = ', "desc": "'
+# (member opener, key, offset of the "[" from the opener's start), for each geometry key
+_GEOM_OPENS: tuple[tuple[str, str, int], ...] = tuple(
+    (f'"{key}": [', key, len(f'"{key}": [') - 1) for key in ("bbox_2d", "poly")
+)
 
 
-def _plain_string_end(text: str, p: int) -> int:
-    """Offset of the closing quote of a string whose characters start at ``p`` when it has no
-    escape and no control character (the string is then its own value), else −1."""
-    q = text.find('"', p)
-    if q < 0:
-        return -1
-    value = text[p:q]
-    if "\\" in value or (value and min(value) < " "):
-        return -1
-    return q
-
-
-def _canonical_geometry(text: str, g: int) -> tuple[str, int, int, list[int]] | None:
-    """``"<geom>": [coords]`` at ``g`` → (key, offset of ``[``, offset after ``]``, bins) or None."""
-    for key, opener in _GEOM_MEMBER_OPENS:
-        if text.startswith(opener, g):
-            a = g + len(opener) - 1
-            array = _scan_canonical_coord_array(text, a)
-            return None if array is None else (key, a, array[0], array[1])
-    return None
-
-
-def _scan_canonical_object(
-    text: str, i: int, index: int, geometry_policy: str
-) -> tuple[int, ParsedRecord] | None:
-    """A canonical record (01 §1.3) at ``text[i] == '{'`` → (offset after ``}``, its record), or None.
+def _canonical_record_parts(
+    text: str, i: int
+) -> tuple[int, str, str, int, int, int, int, tuple[int, ...], str] | None:
+    """A canonical record at ``text[i] == '{'`` → (offset after its ``}``, desc, geometry key, desc
+    start, desc end, offset of ``[``, offset of ``]``, bins, field order), or None for anything else.
 
     Canonical: ``{"desc": "S", "<geom>": [coords]}`` or ``{"<geom>": [coords], "desc": "S"}`` with
-    exactly the whitespace shown, ``S`` free of escapes and control characters and canonical coord
-    literals. Rollouts are almost entirely canonical, and this reads such a record with a handful of
-    ``str`` operations; anything else returns None and :func:`_scan_object` + :func:`_classify` read
-    it. On canonical text both give the same record, so the fast path never changes a parse.
+    exactly the whitespace shown, ``S`` free of escapes and control characters (so it is its own
+    value) and canonical coord literals (no literal holds ``]``, so the first ``]`` closes the array
+    iff every ``", "``-separated piece before it is one). On such text the general scanner reads the
+    same members. One straight-line function: it runs once per record of every rollout.
     """
-    if text.startswith(_DESC_MEMBER_OPEN, i + 1):
-        p = i + 1 + len(_DESC_MEMBER_OPEN)
-        q = _plain_string_end(text, p)
-        if q < 0 or not text.startswith(_ITEM_SEPARATOR, q + 1):
+    startswith = text.startswith
+    desc_first = startswith(_DESC_FIRST_OPEN, i)
+    if desc_first:
+        p = i + len(_DESC_FIRST_OPEN)
+        q = text.find('"', p)
+        if q < 0:
             return None
-        geometry = _canonical_geometry(text, q + 1 + len(_ITEM_SEPARATOR))
-        if geometry is None or not text.startswith("}", geometry[2]):
+        desc = text[p:q]
+        if "\\" in desc or (desc and min(desc) < " ") or not startswith(_ITEM_SEPARATOR, q + 1):
             return None
-        key, a, end, bins = geometry
-        end += 1
-        field_order = "desc_first"
+        g = q + 1 + len(_ITEM_SEPARATOR)
     else:
-        geometry = _canonical_geometry(text, i + 1)
-        if geometry is None:
+        g = i + 1
+    for opener, key, bracket in _GEOM_OPENS:
+        if startswith(opener, g):
+            break
+    else:
+        return None
+    a = g + bracket
+    close = text.find("]", a + 1)
+    if close <= a + 1:
+        return None
+    bins = tuple(map(_BIN_OF_LITERAL.get, text[a + 1 : close].split(_ITEM_SEPARATOR)))
+    if None in bins:
+        return None
+    if desc_first:
+        if not startswith("}", close + 1):
             return None
-        key, a, array_end, bins = geometry
-        if not text.startswith(_ITEM_SEPARATOR + _DESC_MEMBER_OPEN, array_end):
-            return None
-        p = array_end + len(_ITEM_SEPARATOR) + len(_DESC_MEMBER_OPEN)
-        q = _plain_string_end(text, p)
-        if q < 0 or not text.startswith("}", q + 1):
-            return None
-        end = q + 2
-        field_order = "geometry_first"
+        return close + 2, desc, key, p, q, a, close, bins, "desc_first"
+    if not startswith(_DESC_AFTER_GEOMETRY, close + 1):
+        return None
+    p = close + 1 + len(_DESC_AFTER_GEOMETRY)
+    q = text.find('"', p)
+    if q < 0:
+        return None
     desc = text[p:q]
-    record = _record(
-        index,
-        (i, end),
-        geometry_policy,
-        unexpected=False,
-        desc=desc,
-        desc_span=(p, q),
-        desc_ok=bool(desc.strip()),
-        geom_key=key,
-        geom_span=(a, geometry[2]),
-        geom_is_array=True,
-        items=bins,
-        field_order=field_order,
-    )
-    return end, record
+    if "\\" in desc or (desc and min(desc) < " ") or not startswith("}", q + 1):
+        return None
+    return q + 2, desc, key, p, q, a, close, bins, "geometry_first"
 
 
 def _open_container(text: str, n: int, i: int) -> int:
@@ -795,18 +779,45 @@ class _Body:
 
 
 def _scan_canonical_run(text: str, i: int, geometry_policy: str, body: _Body) -> int:
-    """Canonical records (:func:`_scan_canonical_object`) from ``text[i] == '{'`` on, one after the
+    """Canonical records (:func:`_canonical_record_parts`) from ``text[i] == '{'`` on, one after the
     other while each is followed by ``", {"``; appends them to ``body`` and returns the offset after
     the last one read (``i`` when the first is not canonical). The scan of :func:`_scan_body` goes on
     from there in its "after an element" state, exactly where it would be after reading them one by
-    one."""
+    one. Rollouts are almost entirely canonical: this reads such a record with a handful of ``str``
+    operations, and a valid one (the usual case) skips :func:`_record`'s bucket search."""
     records, ends = body.records, body.record_ends
+    polys_ok = geometry_policy != "bbox_only"
     end = i
     while True:
-        found = _scan_canonical_object(text, i, len(records), geometry_policy)
-        if found is None:
+        parts = _canonical_record_parts(text, i)
+        if parts is None:
             return end
-        end, record = found
+        end, desc, key, p, q, a, close, bins, field_order = parts
+        n = len(bins)
+        if desc.strip() and (
+            (n == 4 and bins[2] >= bins[0] and bins[3] >= bins[1])
+            if key == "bbox_2d"
+            else (n >= 6 and not n % 2 and polys_ok)
+        ):
+            # Positional: one record per element makes this the parser's hottest constructor call.
+            record = ParsedRecord(
+                len(records), (i, end), key, (a, close + 1), (p, q), desc, bins, field_order, True, None
+            )
+        else:
+            record = _record(
+                len(records),
+                (i, end),
+                geometry_policy,
+                unexpected=False,
+                desc=desc,
+                desc_span=(p, q),
+                desc_ok=bool(desc.strip()),
+                geom_key=key,
+                geom_span=(a, close + 1),
+                geom_is_array=True,
+                items=list(bins),
+                field_order=field_order,
+            )
         records.append(record)
         ends.append(end)
         if not text.startswith(_RECORD_JOIN, end):
