@@ -59,7 +59,15 @@ def _overrides(assets, out_dir: Path) -> list[str]:
 
 
 def _launch(prefix: list[str], dump: Path, overrides: list[str]) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    # CPU ranks (gloo) on every machine: these tests compare exact values across world sizes, and
+    # two ranks on a single GPU are invalid NCCL usage (seen on a one-GPU machine).
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     cmd = [*prefix, str(LAUNCHER), str(dump), str(DEMO_CONFIG), *overrides]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (

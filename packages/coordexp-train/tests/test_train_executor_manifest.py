@@ -12,6 +12,7 @@ from coordexp.core.pipeline.checksum import pipeline_checksum, sha256_hex
 from coordexp.train.data.prompts import prompt_sha256, resolve_prompt
 from coordexp.train.models import load_processor
 from coordexp.train.models.tokenizer import coord_vocab_for
+from coordexp.train.recipes import train as train_recipe
 from coordexp.train.run.manifest import git_revision, tokenizer_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -76,7 +77,8 @@ def test_manifest_versions_and_git(stage1_baseline):
     versions = m["versions"]
     for dist in BASE_DISTS + CODE_DISTS:
         assert versions[dist] == metadata.version(dist), dist
-    assert m["git"] == git_revision(REPO_ROOT)
+    # The repository holding the code that trained (none when installed from a wheel).
+    assert m["git"] == git_revision(Path(train_recipe.__file__).resolve().parent)
     assert re.fullmatch(r"[0-9a-f]{40}", m["git"]["sha"] or "") and isinstance(m["git"]["dirty"], bool)
 
 

@@ -109,6 +109,24 @@ def test_save_and_load_round_trip(processor, tmp_path):
     assert (overridden.min_pixels, overridden.max_pixels) == (2048, 128 * 128)
 
 
+def test_from_pretrained_never_asks_the_auto_image_processor(processor, tmp_path, monkeypatch):
+    """Where torchvision is installed, AutoImageProcessor picks the torchvision backend, whose pixel
+    values differ from the PIL backend's in the last bits (measured on a GPU machine); loading must
+    not depend on what is installed."""
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("AutoImageProcessor.from_pretrained was called")
+
+    processor.save_pretrained(tmp_path)
+    monkeypatch.setattr(transformers.AutoImageProcessor, "from_pretrained", refuse)
+    loaded = CoordexpQwen3VLProcessor.from_pretrained(tmp_path, max_pixels=128 * 128, local_files_only=True)
+    assert type(loaded.image_processor) is type(processor.image_processor)
+    assert loaded.max_pixels == 128 * 128
+    with pytest.raises(ConfigError, match=r"unsupported options \['revision'\]"):
+        CoordexpQwen3VLProcessor.from_pretrained(tmp_path, revision="main")
+
+
 @pytest.mark.parametrize(
     ("low", "high", "match"),
     [

@@ -14,8 +14,10 @@ what an image would become, so it can reject images that would be resized (spec 
 
 On disk (``save_pretrained``) the processor writes ``processor_class = "Qwen3VLProcessor"`` into
 ``processor_config.json``: tools that pick the class from that file (vLLM) then use the stock class,
-whose image handling is identical. Load with :func:`load_processor` (or this class's
-``from_pretrained``), never ``AutoProcessor`` (which would need torchvision for the stock class).
+which applies the same resize rules and normalization (with torchvision, in its own float arithmetic).
+Load with :func:`load_processor` (or this class's ``from_pretrained``, which is the same call), never
+``AutoProcessor`` (which would need torchvision for the stock class, and picks the torchvision image
+backend wherever it is installed).
 """
 
 from __future__ import annotations
@@ -70,6 +72,32 @@ class CoordexpQwen3VLProcessor(Qwen3VLProcessor):
         self.image_token_id, self.video_token_id, self.vision_start_token_id, self.vision_end_token_id = ids
         # Qwen3VLProcessor.__init__ would pass a video processor positionally; go to the mixin directly.
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        **kwargs: Any,
+    ) -> CoordexpQwen3VLProcessor:
+        """:func:`load_processor` under the usual name (a local directory, offline).
+
+        The mixin's loader would pick the image processor through ``AutoImageProcessor``, which
+        takes the torchvision backend wherever torchvision is installed; its pixel values differ
+        from the PIL backend's in the last float bits, so a checkpoint would be preprocessed
+        differently at inference than in training. Only ``local_files_only`` (always true) is
+        accepted besides the pixel bounds; any other hub option is refused by name.
+        """
+        kwargs.pop("local_files_only", None)
+        if kwargs:
+            raise ConfigError(
+                "model.processor",
+                f"CoordexpQwen3VLProcessor.from_pretrained loads a local directory only; unsupported "
+                f"options {sorted(kwargs)} (accepted: min_pixels, max_pixels, local_files_only)",
+            )
+        return load_processor(pretrained_model_name_or_path, min_pixels=min_pixels, max_pixels=max_pixels)
 
     @property
     def min_pixels(self) -> int:
