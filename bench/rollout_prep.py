@@ -18,7 +18,14 @@ CPU time: how many tokenizer passes over the rollout one preparation costs. The 
 alternating chunks of :data:`CHUNK` samples (each side's CPU time summed), so load that comes and
 goes on a shared machine slows both alike and the ratio moves much less than samples/s.
 
-    python bench/rollout_prep.py [--samples 300] [--seed 0]
+``--batch N`` (default 1) prepares N samples per call: 1 is a :meth:`RolloutPreparer.prepare`
+call per sample (the per-sample loop), N > 1 one :meth:`RolloutPreparer.prepare_many` call per
+N consecutive samples, as Stage-2 prepares a decode batch (all samples' poly OT in one batched
+pass; identical targets). The alternating chunks are then the smallest multiple of N that holds
+:data:`CHUNK` samples, and the per-sample latencies (``ms_per_sample_*``) are each call's time
+divided by the samples it prepared.
+
+    python bench/rollout_prep.py [--samples 300] [--seed 0] [--batch 1]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import platform
 import statistics
@@ -117,10 +125,11 @@ def _timed(work: Callable[[], None]) -> tuple[float, float]:
     return time.process_time() - cpu0, time.perf_counter() - wall0
 
 
-def run(variant: str, codec: TableCodec, samples: int, seed: int) -> dict:
-    """Prepare ``samples`` synthetic rollouts of ``variant``; the tokenizer baseline runs in
-    alternating chunks of :data:`CHUNK` samples with the preparation, each side's CPU time summed,
-    so that load changes on a shared machine hit both sides of ``time_ratio`` alike."""
+def run(variant: str, codec: TableCodec, samples: int, seed: int, batch: int = 1) -> dict:
+    """Prepare ``samples`` synthetic rollouts of ``variant``, ``batch`` per call; the tokenizer
+    baseline runs in alternating chunks (:data:`CHUNK` samples, rounded up to a multiple of
+    ``batch``) with the preparation, each side's CPU time summed, so that load changes on a shared
+    machine hit both sides of ``time_ratio`` alike."""
     with_polys = variant == "stage2_rollout_aligned"
     preparer = RolloutPreparer(codec, PrepareConfig(variant, FIELD_ORDER))
     encode = raw_encoder()
@@ -130,25 +139,33 @@ def run(variant: str, codec: TableCodec, samples: int, seed: int) -> dict:
     for (output, gts), text in zip(data[:5], texts[:5], strict=True):
         preparer.prepare(output, gts)  # warm-up
         encode(text)
+    if batch > 1:
+        preparer.prepare_many(*zip(*data[:batch], strict=True))  # warm-up of the batched path
     times, matched, tokens = [], [], []
 
-    def prepare_chunk(chunk: list) -> None:
-        for output, gts in chunk:
+    def prepare_calls(chunk: list) -> None:
+        for start in range(0, len(chunk), batch):
+            part = chunk[start : start + batch]
             t0 = time.perf_counter()
-            prepared = preparer.prepare(output, gts)
-            times.append(time.perf_counter() - t0)
-            matched.append(prepared.counters.matched)
-            tokens.append(len(output.response_ids))
+            if batch == 1:
+                prepared = [preparer.prepare(*part[0])]
+            else:
+                prepared = preparer.prepare_many(*zip(*part, strict=True))
+            elapsed = time.perf_counter() - t0
+            times.extend([elapsed / len(part)] * len(part))
+            matched.extend(p.counters.matched for p in prepared)
+            tokens.extend(len(output.response_ids) for output, _ in part)
 
     def encode_chunk(chunk: list[str]) -> None:
         for text in chunk:
             encode(text)
 
+    chunk = batch * math.ceil(CHUNK / batch)
     cpu_s = wall_s = baseline_s = 0.0
-    for start in range(0, samples, CHUNK):
-        cpu, wall = _timed(functools.partial(prepare_chunk, data[start : start + CHUNK]))
+    for start in range(0, samples, chunk):
+        cpu, wall = _timed(functools.partial(prepare_calls, data[start : start + chunk]))
         cpu_s, wall_s = cpu_s + cpu, wall_s + wall
-        baseline_s += _timed(functools.partial(encode_chunk, texts[start : start + CHUNK]))[0]
+        baseline_s += _timed(functools.partial(encode_chunk, texts[start : start + chunk]))[0]
     ms = sorted(1e3 * t for t in times)
     return {
         "samples_per_s": round(len(ms) / cpu_s, 1),
@@ -167,12 +184,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="samples per preparation call: 1 = prepare() per sample, N > 1 = prepare_many() on N",
+    )
     args = parser.parse_args()
+    if args.batch < 1:
+        parser.error(f"--batch must be >= 1, got {args.batch}")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     codec = make_codec()
     results = {
-        v: run(v, codec, args.samples, args.seed) for v in ("stage2_two_channel", "stage2_rollout_aligned")
+        v: run(v, codec, args.samples, args.seed, args.batch)
+        for v in ("stage2_two_channel", "stage2_rollout_aligned")
     }
     print(
         json.dumps(
@@ -181,6 +207,7 @@ def main() -> None:
                 "objects_per_rollout": N_OBJECTS,
                 "gt_per_sample": N_OBJECTS,
                 "samples": args.samples,
+                "batch": args.batch,
                 "tokenizer": "bundled tiny BPE (coordexp.train.models.build_tiny_tokenizer)",
                 "baseline": "tokenize_rollout",
                 "variants": results,

@@ -241,6 +241,32 @@ class GeometryBatch:
         return cls._stacked(keys, values, whole_bins=True)
 
     @classmethod
+    def concat(cls, batches: Sequence[GeometryBatch]) -> tuple[GeometryBatch, list[int]]:
+        """``batches`` as one batch (geometries in order) and each batch's first geometry index in
+        it. Every field is a plain concatenation (point offsets shifted), so each geometry keeps its
+        exact keys, values and clamped points: per-pair results on the joined batch are those on
+        its parts (used to run one OT call for a whole decode batch)."""
+        counts = [len(batch) for batch in batches]
+        bases = list(itertools.accumulate(counts[:-1], initial=0))
+        point_counts = [int(batch.stack.offsets[-1]) for batch in batches]
+        point_bases = np.repeat(
+            np.fromiter(itertools.accumulate(point_counts[:-1], initial=0), np.int64, len(batches)), counts
+        )
+        offsets = np.empty(sum(counts) + 1, dtype=np.int64)
+        offsets[0] = 0
+        np.add(np.concatenate([batch.stack.offsets[1:] for batch in batches]), point_bases, out=offsets[1:])
+        joined = cls(
+            keys=tuple(itertools.chain.from_iterable(batch.keys for batch in batches)),
+            values=tuple(itertools.chain.from_iterable(batch.values for batch in batches)),
+            is_box=np.concatenate([batch.is_box for batch in batches]),
+            stack=PointStack(np.concatenate([batch.stack.points for batch in batches]), offsets),
+            aabb=np.concatenate([batch.aabb for batch in batches]),
+            whole=np.concatenate([batch.whole for batch in batches]),
+            exact_box=np.concatenate([batch.exact_box for batch in batches]),
+        )
+        return joined, bases
+
+    @classmethod
     def _stacked(
         cls, keys: Sequence[str], values: Sequence[Sequence[float]], *, whole_bins: bool
     ) -> GeometryBatch:

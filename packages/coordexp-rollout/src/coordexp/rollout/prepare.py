@@ -20,6 +20,13 @@
 8. **counters** (03 §3.8, :class:`~coordexp.rollout.counters.SampleCounters`).
 
 Only the tokens before the hard stop influence the result (E3).
+
+The steps run in three phases: steps 1–4 (``_front``), the OT of step 5 (``_ot_many``), and
+the rest of step 5 with steps 6–8 (``_finish``). :meth:`RolloutPreparer.prepare_many` runs phase
+1 for every sample, the poly OT of all samples' pairs in one
+:func:`~coordexp.rollout.ot.ot_targets_many` call, then phase 3 per sample;
+:meth:`RolloutPreparer.prepare` is the same for a batch of one. A pair's OT targets are
+independent of its batch mates to the bit, so batching changes nothing but the cost.
 """
 
 from __future__ import annotations
@@ -41,8 +48,8 @@ from coordexp.rollout.codec import TextCodec, bytes_and_lengths, check_codec
 from coordexp.rollout.counters import SampleCounters
 from coordexp.rollout.decoding import DecodeParams
 from coordexp.rollout.maskiou import GeometryBatch
-from coordexp.rollout.matching import MatchingConfig, match_batches
-from coordexp.rollout.ot import OTFailure, PolyOTConfig, ot_targets_many
+from coordexp.rollout.matching import MatchingConfig, MatchResult, match_batches
+from coordexp.rollout.ot import OTFailure, OTTarget, PolyOTConfig, ot_targets_many
 from coordexp.rollout.parity import check_policy, check_prompt_parity
 from coordexp.rollout.record import DecodeInfo, MatchSummary, ParseCounts, RolloutFlags, RolloutTarget
 from coordexp.rollout.targets import BBOX_KEY, POLY_KEY, PrefixElement, PrefixTable, build_rollout_target
@@ -141,6 +148,45 @@ class _AlignedRollout:
     parse: ParseResult
     coord_positions: tuple[tuple[int, ...], ...]
     ends_with_eos: bool
+
+
+# One prepare() call's arguments: output, gt_objects, local_prompt_ids, seed, params, sample_id.
+_Request = tuple[
+    RolloutOutput,
+    Sequence[CoordObject],
+    Sequence[int] | None,
+    int | None,
+    DecodeParams | None,
+    int | str | None,
+]
+
+
+@attrs.frozen(eq=False)
+class _Matched:
+    """A valid rollout matched against its GT: the matching ``result``, the stacked geometries it
+    was computed on, and ``ot_pairs``, the ``(pred_index, gt_index)`` pairs that need poly OT (a
+    poly on either side, ``stage2_rollout_aligned`` only), in ``result.pairs`` order."""
+
+    result: MatchResult
+    pred_geoms: GeometryBatch
+    gt_geoms: GeometryBatch
+    ot_pairs: tuple[tuple[int, int], ...]
+
+
+@attrs.frozen(eq=False)
+class _Pending:
+    """One sample between phase 1 and phase 3: everything but its OT results. ``matched`` is None
+    for an invalid rollout (nothing is matched; every GT object is FN)."""
+
+    sample_id: int | str | None
+    gt: list[CoordObject]
+    aligned: _AlignedRollout
+    trim: TrimResult
+    matched: _Matched | None
+    prompt_len: int
+    flags: RolloutFlags
+    counts: ParseCounts
+    decode: DecodeInfo
 
 
 def _kept_head(aligned: _AlignedRollout, kept: int) -> TokenText | None:
@@ -247,6 +293,90 @@ class RolloutPreparer:
         ``local_prompt_ids``: the local generation prompt for the parity check (None skips it;
         then ``output.prompt_ids`` is the prompt). ``seed``/``params`` are recorded in the meta.
         """
+        (prepared,) = self._prepare_batch([(output, gt_objects, local_prompt_ids, seed, params, sample_id)])
+        return prepared
+
+    def prepare_many(
+        self,
+        outputs: Sequence[RolloutOutput],
+        gt_lists: Sequence[Sequence[CoordObject]],
+        *,
+        local_prompt_ids: Sequence[Sequence[int]] | None = None,
+        seeds: Sequence[int] | None = None,
+        params: DecodeParams | None = None,
+        sample_ids: Sequence[int | str] | None = None,
+    ) -> list[PreparedSample]:
+        """:meth:`prepare` over aligned sequences (one entry per sample, in order).
+
+        The result equals ``[prepare(...) for each sample]`` exactly (same targets to the bit, same
+        counters, and the error the first failing sample would raise), but the poly OT of every
+        sample's matched pairs runs as one :func:`~coordexp.rollout.ot.ot_targets_many` call: a
+        batch's fixed NumPy cost is paid once per call, not once per sample, and a pair's targets
+        do not depend on the pairs sharing its batch (:mod:`coordexp.rollout.ot`).
+        """
+        n = len(outputs)
+        for name, seq in (
+            ("gt_lists", gt_lists),
+            ("local_prompt_ids", local_prompt_ids),
+            ("seeds", seeds),
+            ("sample_ids", sample_ids),
+        ):
+            if seq is not None and len(seq) != n:
+                raise PipelineError(f"prepare_many got {len(seq)} {name} for {n} outputs")
+        return self._prepare_batch(
+            [
+                (
+                    outputs[i],
+                    gt_lists[i],
+                    None if local_prompt_ids is None else local_prompt_ids[i],
+                    None if seeds is None else seeds[i],
+                    params,
+                    None if sample_ids is None else sample_ids[i],
+                )
+                for i in range(n)
+            ]
+        )
+
+    # -- phases ---------------------------------------------------------------------------------
+    def _prepare_batch(self, requests: Sequence[_Request]) -> list[PreparedSample]:
+        """Phase 1 (parity, align, trim, match) for each request in order, then one OT pass over
+        all matched pairs, then phase 3 (targets, overlength fallback, counters) in order.
+
+        Errors keep the per-sample order: when request ``i`` fails in phase 1, requests
+        ``0..i-1`` still finish (so an error one of them raises in phase 3 wins, as it would
+        sample by sample) before request ``i``'s error is raised.
+        """
+        fronts: list[PreparedSample | _Pending] = []
+        deferred: Exception | None = None
+        for request in requests:
+            try:
+                fronts.append(self._front(*request))
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the earlier samples
+                deferred = exc
+                break
+        matched = [f.matched for f in fronts if isinstance(f, _Pending) and f.matched is not None]
+        ot_lists = iter(self._ot_many(matched))
+        prepared: list[PreparedSample] = []
+        for front in fronts:
+            if isinstance(front, PreparedSample):
+                prepared.append(front)
+            else:
+                prepared.append(self._finish(front, next(ot_lists) if front.matched is not None else ()))
+        if deferred is not None:
+            raise deferred
+        return prepared
+
+    def _front(
+        self,
+        output: RolloutOutput,
+        gt_objects: Sequence[CoordObject],
+        local_prompt_ids: Sequence[int] | None,
+        seed: int | None,
+        params: DecodeParams | None,
+        sample_id: int | str | None,
+    ) -> PreparedSample | _Pending:
+        """Phase 1 of one sample: a dropped :class:`PreparedSample` on a prompt mismatch under
+        ``drop``, else the aligned, trimmed and (when valid) matched rollout."""
         if not isinstance(output, RolloutOutput):
             raise PipelineError(f"prepare expects a RolloutOutput, got {type(output).__name__}")
         gt = _check_gt(gt_objects, self.cfg)
@@ -287,8 +417,16 @@ class RolloutPreparer:
             retokenize_fail=trim.invalid_reason == RETOKENIZE_FAIL,
         )
         prompt_len = len(local_prompt_ids) if local_prompt_ids is not None else len(output.prompt_ids)
-        if trim.valid:
-            elements, summary, fn = self._match(aligned, trim, gt)
+        matched = self._pair(aligned, gt) if trim.valid else None
+        return _Pending(sample_id, gt, aligned, trim, matched, prompt_len, flags, counts, decode)
+
+    def _finish(self, pending: _Pending, ot_results: Sequence[OTTarget | OTFailure]) -> PreparedSample:
+        """Phase 3 of one sample: prefix table and match summary from its OT results (one per
+        ``pending.matched.ot_pairs`` entry), ``Y_train``, the overlength fallback and counters."""
+        aligned, trim, gt, flags = pending.aligned, pending.trim, pending.gt, pending.flags
+        counts, decode, prompt_len = pending.counts, pending.decode, pending.prompt_len
+        if pending.matched is not None:
+            elements, summary, fn = self._supervise(aligned, trim, gt, pending.matched, ot_results)
         else:
             elements, summary, fn = (), MatchSummary(fn=tuple(range(len(gt)))), tuple(range(len(gt)))
         target = self._build(aligned, trim, elements, gt, fn, prompt_len, summary, flags, counts, decode)
@@ -312,45 +450,13 @@ class RolloutPreparer:
             )
             if target.encoded_len > max_length:
                 raise PipelineError(
-                    f"sample {sample_id!r}: even the invalid-rollout fallback needs {target.encoded_len} "
-                    f"tokens (> template.max_length {max_length}); the load-time too_long check should "
-                    "have rejected it"
+                    f"sample {pending.sample_id!r}: even the invalid-rollout fallback needs "
+                    f"{target.encoded_len} tokens (> template.max_length {max_length}); the load-time "
+                    "too_long check should have rejected it"
                 )
         return PreparedSample(
-            sample_id, target, SampleCounters.from_target(target, len(gt)), None, aligned.text
+            pending.sample_id, target, SampleCounters.from_target(target, len(gt)), None, aligned.text
         )
-
-    def prepare_many(
-        self,
-        outputs: Sequence[RolloutOutput],
-        gt_lists: Sequence[Sequence[CoordObject]],
-        *,
-        local_prompt_ids: Sequence[Sequence[int]] | None = None,
-        seeds: Sequence[int] | None = None,
-        params: DecodeParams | None = None,
-        sample_ids: Sequence[int | str] | None = None,
-    ) -> list[PreparedSample]:
-        """:meth:`prepare` over aligned sequences (one entry per sample, in order)."""
-        n = len(outputs)
-        for name, seq in (
-            ("gt_lists", gt_lists),
-            ("local_prompt_ids", local_prompt_ids),
-            ("seeds", seeds),
-            ("sample_ids", sample_ids),
-        ):
-            if seq is not None and len(seq) != n:
-                raise PipelineError(f"prepare_many got {len(seq)} {name} for {n} outputs")
-        return [
-            self.prepare(
-                outputs[i],
-                gt_lists[i],
-                local_prompt_ids=None if local_prompt_ids is None else local_prompt_ids[i],
-                seed=None if seeds is None else seeds[i],
-                params=params,
-                sample_id=None if sample_ids is None else sample_ids[i],
-            )
-            for i in range(n)
-        ]
 
     # -- steps ----------------------------------------------------------------------------------
     def _align(self, response_ids: Sequence[int]) -> _AlignedRollout:
@@ -376,28 +482,57 @@ class RolloutPreparer:
             ends_with_eos=stop.ends_with_eos,
         )
 
-    def _match(
-        self, aligned: _AlignedRollout, trim: TrimResult, gt: list[CoordObject]
-    ) -> tuple[PrefixTable, MatchSummary, tuple[int, ...]]:
-        records = aligned.parse.records
-        preds = [record for record in records if record.valid]
+    def _pair(self, aligned: _AlignedRollout, gt: list[CoordObject]) -> _Matched:
+        """Match the valid records against the GT and pick the pairs that need poly OT."""
+        preds = [record for record in aligned.parse.records if record.valid]
         # Valid records and CoordObjects already hold checked CoordJSON geometries: stack them
         # once, unvalidated; matching and OT share the stacks.
         pred_geoms = GeometryBatch.from_bins([r.geom_key for r in preds], [r.values for r in preds])
         gt_geoms = GeometryBatch.from_bins([o.geom_key for o in gt], [o.values for o in gt])
         result = match_batches(pred_geoms, gt_geoms, self.cfg.matching)
-        pred_box, gt_box = pred_geoms.is_box.tolist(), gt_geoms.is_box.tolist()
-        ot_pairs = [
-            (p, g) for p, g, _ in result.pairs if self.cfg.uses_poly_ot and not (pred_box[p] and gt_box[g])
-        ]
-        ot_results = dict(
-            zip(ot_pairs, ot_targets_many(pred_geoms, gt_geoms, ot_pairs, self.cfg.poly_ot), strict=True)
-        )
+        ot_pairs: list[tuple[int, int]] = []
+        if self.cfg.uses_poly_ot:
+            pred_box, gt_box = pred_geoms.is_box.tolist(), gt_geoms.is_box.tolist()
+            ot_pairs = [(p, g) for p, g, _ in result.pairs if not (pred_box[p] and gt_box[g])]
+        return _Matched(result, pred_geoms, gt_geoms, tuple(ot_pairs))
+
+    def _ot_many(self, matched: Sequence[_Matched]) -> list[list[OTTarget | OTFailure]]:
+        """The OT results of every sample's ``ot_pairs`` (one list per sample, in pair order),
+        from a single :func:`ot_targets_many` call over the samples' concatenated geometries."""
+        busy = [m for m in matched if m.ot_pairs]
+        if not busy:
+            return [[] for _ in matched]
+        if len(busy) == 1:
+            pred, gt, pairs = busy[0].pred_geoms, busy[0].gt_geoms, list(busy[0].ot_pairs)
+        else:
+            pred, pred_bases = GeometryBatch.concat([m.pred_geoms for m in busy])
+            gt, gt_bases = GeometryBatch.concat([m.gt_geoms for m in busy])
+            pairs = [
+                (p + pred_base, g + gt_base)
+                for m, pred_base, gt_base in zip(busy, pred_bases, gt_bases, strict=True)
+                for p, g in m.ot_pairs
+            ]
+        found = iter(ot_targets_many(pred, gt, pairs, self.cfg.poly_ot))
+        return [list(itertools.islice(found, len(m.ot_pairs))) for m in matched]
+
+    def _supervise(
+        self,
+        aligned: _AlignedRollout,
+        trim: TrimResult,
+        gt: list[CoordObject],
+        matched: _Matched,
+        ot_results: Sequence[OTTarget | OTFailure],
+    ) -> tuple[PrefixTable, MatchSummary, tuple[int, ...]]:
+        """Prefix table, match summary and FN list of a valid rollout: a bbox–bbox pair (or any
+        pair outside ``stage2_rollout_aligned``) is supervised with its GT bins, an OT pair with its
+        target; an :class:`OTFailure` excludes the pair (its prediction FP, its GT FN)."""
+        result = matched.result
+        by_pair = dict(zip(matched.ot_pairs, ot_results, strict=True))
         supervised: dict[int, tuple[int, tuple[int, ...]]] = {}
         pairs: list[tuple[int, int, float]] = []
         excluded: list[tuple[int, int]] = []
         for pred_index, gt_index, iou in result.pairs:
-            found = ot_results.get((pred_index, gt_index))
+            found = by_pair.get((pred_index, gt_index))
             if found is None:
                 target = gt[gt_index].values
             elif isinstance(found, OTFailure):
@@ -419,6 +554,14 @@ class RolloutPreparer:
             candidate_pairs=result.candidate_pairs,
         )
         return table, summary, fn
+
+    def _match(
+        self, aligned: _AlignedRollout, trim: TrimResult, gt: list[CoordObject]
+    ) -> tuple[PrefixTable, MatchSummary, tuple[int, ...]]:
+        """Matching, OT and supervision of one valid rollout (:meth:`_pair`, :meth:`_ot_many`,
+        :meth:`_supervise`)."""
+        matched = self._pair(aligned, gt)
+        return self._supervise(aligned, trim, gt, matched, self._ot_many([matched])[0])
 
     def _build(
         self,
