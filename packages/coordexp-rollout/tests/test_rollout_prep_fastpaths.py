@@ -27,7 +27,6 @@ from coordexp.rollout.prepare import ROLLOUT_ALIGNED, TWO_CHANNEL, PrepareConfig
 from coordexp.rollout.record import RolloutTarget, _built, _certainly_valid
 from coordexp.rollout.targets import BBOX_KEY, PrefixElement, PrefixTable
 from coordexp.rollout.testing import box_or_diamond, cut_rollout, tiny_test_codec
-from coordexp.rollout.trim import trim_rollout
 
 CODEC = tiny_test_codec()
 DESCS = ("cat", "dog", "red car", "mug", "café")
@@ -99,20 +98,12 @@ def _reference_elements(preparer: RolloutPreparer, aligned, trim, summary, gt) -
 def test_preparer_prefix_table_equals_the_elements_table(data, variant: str) -> None:
     preparer = RolloutPreparer(CODEC, PrepareConfig(variant, "desc_first"))
     output, gts = data.draw(rollouts(polys=variant == ROLLOUT_ALIGNED))
-    aligned = preparer._align(output.response_ids)
-    trim = trim_rollout(
-        aligned.ids,
-        aligned.token_bytes,
-        aligned.char_starts,
-        aligned.char_ends,
-        aligned.text,
-        aligned.parse,
-        CODEC,
-        preparer.fallback_ids,
-    )
-    if not trim.valid:
+    pending = preparer._front(output, gts, None, None, None, None)
+    if pending.matched is None:  # invalid rollout: nothing matched
         return
-    table, summary, _ = preparer._match(aligned, trim, gts)
+    aligned, trim = pending.aligned, pending.trim
+    ot_results = preparer._ot_many([pending.matched])[0]
+    table, summary, _ = preparer._supervise(aligned, trim, pending.gt, pending.matched, ot_results)
     assert not summary.excluded  # well-conditioned pairs: no OT failure to account for
     expected = PrefixTable.of(_reference_elements(preparer, aligned, trim, summary, gts))
     for field in attrs.fields(PrefixTable):

@@ -555,14 +555,6 @@ class RolloutPreparer:
         )
         return table, summary, fn
 
-    def _match(
-        self, aligned: _AlignedRollout, trim: TrimResult, gt: list[CoordObject]
-    ) -> tuple[PrefixTable, MatchSummary, tuple[int, ...]]:
-        """Matching, OT and supervision of one valid rollout (:meth:`_pair`, :meth:`_ot_many`,
-        :meth:`_supervise`)."""
-        matched = self._pair(aligned, gt)
-        return self._supervise(aligned, trim, gt, matched, self._ot_many([matched])[0])
-
     def _build(
         self,
         aligned: _AlignedRollout | None,
