@@ -1,6 +1,6 @@
 """`coordexp demo` end to end on a few images and steps: the main job's whole chain runs from the CLI.
 
-synthesize → create the tiny model → Stage-1 (demo config, with an in-training val eval) → infer on
+synthesize → create the tiny model → pretrain its vision tower → Stage-1 (demo config, with an in-training val eval) → infer on
 val → COCO + F1 → report; the summary JSON names the metrics, timings and the report.
 """
 
@@ -18,7 +18,7 @@ def test_demo_runs_the_whole_chain(tmp_path):
     out = tmp_path / "demo"
     command = [
         sys.executable, "-m", "coordexp.train.cli.main", "demo", "--out", str(out), "--train", "24", "--val", "4",
-        "--no-progress", "training.max_steps=4", "training.eval_steps=2", "training.save_steps=4",
+        "--no-progress", "--vision-steps", "2", "training.max_steps=4", "training.eval_steps=2", "training.save_steps=4",
     ]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -26,7 +26,11 @@ def test_demo_runs_the_whole_chain(tmp_path):
     assert summary["steps"] == 4
     assert set(summary["metrics"]) == {"rollout/mAP", "rollout/AP50", "rollout/f1@0.50"}
     assert all(0.0 <= v <= 1.0 for v in summary["metrics"].values())
-    assert set(summary["timings_s"]) == {"setup_s", "train_s", "eval_s", "total_s"}
+    assert set(summary["timings_s"]) == {"setup_s", "vision_s", "train_s", "eval_s", "total_s"}
+    assert summary["vision_pretrain"]["steps"] == 2
+    assert json.loads((out / "model_vision" / "vision_pretrain.json").read_text())["final"]["step"] == 2
+    manifest = json.loads((out / "stage1" / "run_manifest.json").read_text())
+    assert str(out / "model_vision") in manifest["config"]  # Stage-1 starts from the pretrained tower
     assert Path(summary["report"]).is_file() and f"report: {summary['report']}" in done.stdout
     assert len((out / "data" / "train.jsonl").read_text().splitlines()) == 24
     assert len((out / "eval" / "gt_vs_pred.jsonl").read_text().splitlines()) == 4

@@ -18,7 +18,7 @@ DEMO = REPO / "configs" / "demo" / "stage1.yaml"
 COMMANDS = (
     ["train"], ["demo"], ["config", "show"], ["config", "preflight"], ["config", "validate-profiles"],
     ["pipeline", "show"], ["plugins"], ["data", "synth"], ["data", "validate"], ["data", "convert"],
-    ["model", "create"], ["model", "expand-vocab"], ["infer"], ["eval"], ["report"], ["env"],
+    ["model", "create"], ["model", "expand-vocab"], ["model", "pretrain-vision"], ["infer"], ["eval"], ["report"], ["env"],
 )
 
 
@@ -87,6 +87,22 @@ def test_config_preflight_is_one_json_line(capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     assert json.loads(out) == {"rollout_backend": "hf", "server_base_urls": [], "vllm_mode": None}
+
+
+def test_model_pretrain_vision_prints_its_accuracies(stage1_assets, tmp_path, capsys):
+    out = tmp_path / "vision"
+    argv = [
+        "model", "pretrain-vision", str(stage1_assets.model_dir), "--data", str(stage1_assets.train_jsonl),
+        "--val", str(stage1_assets.val_jsonl), "--out", str(out), "--steps", "2", "--batch-size", "2",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    result = json.loads(first)
+    assert result["final"]["step"] == 2 and set(result["val"]) == {"ce", "cell_accuracy", "object_accuracy"}
+    assert second.startswith(f"wrote {out}") and (out / "model.safetensors").is_file()
+    assert main(argv) == 2  # refuses to overwrite
+    assert main([*argv[:-1], "--steps", "0"]) == 2  # settings are validated, one clear line
 
 
 def test_model_create_writes_a_loadable_checkpoint(tmp_path, capsys):

@@ -11,7 +11,8 @@ def _run(args: argparse.Namespace) -> int:
     from coordexp.train.recipes.demo import DemoSettings, run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    given = {"config": args.config, "n_train": args.train, "n_val": args.val, "seed": args.seed, "preset": args.preset}
+    given = {"config": args.config, "n_train": args.train, "n_val": args.val, "seed": args.seed, "preset": args.preset,
+             "vision_steps": args.vision_steps}
     settings = DemoSettings(**{k: v for k, v in given.items() if v is not None}, overrides=tuple(args.overrides))
     summary = run_demo(args.out, settings, progress=not args.no_progress)
     print(json.dumps(summary, indent=2, sort_keys=True))
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val", type=int, help="synthetic validation images")
     p.add_argument("--seed", type=int)
     p.add_argument("--preset", choices=("tiny", "small"))
+    p.add_argument("--vision-steps", type=int, help="vision-tower pretraining steps before Stage-1 (0 = none)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. training.max_steps=50")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_run)

@@ -1,4 +1,4 @@
-"""`coordexp model {create, expand-vocab}`: offline checkpoints with the 1000 coord tokens."""
+"""`coordexp model {create, expand-vocab, pretrain-vision}`: offline checkpoints with the 1000 coord tokens."""
 
 from __future__ import annotations
 
@@ -27,6 +27,25 @@ def _expand(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain_vision(args: argparse.Namespace) -> int:
+    import json
+
+    from coordexp.train.recipes.pretrain_vision import VisionPretrainSettings, pretrain_vision
+
+    given = {
+        "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "logging_steps": args.logging_steps, "val_samples": args.val_samples,
+    }
+    settings = VisionPretrainSettings(**{k: v for k, v in given.items() if v is not None})
+    result = pretrain_vision(
+        args.src, args.data, args.out, settings, val_jsonl=args.val, overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(json.dumps({"final": result.history[-1], "val": result.val}, sort_keys=True))
+    print(f"wrote {result.out_dir} ({len(result.vocab.descs)} descs, {result.seconds:.0f} s)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="create tiny models and add coord tokens to checkpoints")
     msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
@@ -43,3 +62,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("dst")
     e.add_argument("--allow-present", action="store_true", help="no-op when the tokens already exist")
     e.set_defaults(handler=_expand)
+    v = msub.add_parser(
+        "pretrain-vision",
+        help="train a checkpoint's vision tower to tell which object (desc) each merged token shows",
+    )
+    v.add_argument("src", help="source checkpoint directory (never modified)")
+    v.add_argument("--data", required=True, help="training JSONL (contract format)")
+    v.add_argument("--out", required=True, help="output checkpoint directory")
+    v.add_argument("--val", help="held-out JSONL for the final accuracy")
+    # Unset options take VisionPretrainSettings' defaults (one place for them).
+    v.add_argument("--steps", type=int)
+    v.add_argument("--batch-size", type=int)
+    v.add_argument("--lr", type=float)
+    v.add_argument("--seed", type=int)
+    v.add_argument("--logging-steps", type=int)
+    v.add_argument("--val-samples", type=int)
+    v.add_argument("--overwrite", action="store_true")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(handler=_pretrain_vision)

@@ -130,13 +130,15 @@ def save_checkpoint(model: Any, processor: CoordexpQwen3VLProcessor, out_dir: st
     return directory
 
 
-def _fresh_dir(out_dir: str | Path, overwrite: bool) -> Path:
+def fresh_checkpoint_dir(out_dir: str | Path, *, overwrite: bool, key: str = "model.out_dir") -> Path:
+    """``out_dir`` ready for a new checkpoint: absent or empty, or emptied when ``overwrite``.
+
+    A non-empty directory without ``overwrite`` raises :class:`ConfigError` at ``key``.
+    """
     directory = Path(out_dir)
     if directory.exists() and any(directory.iterdir()):
         if not overwrite:
-            raise ConfigError(
-                "model.out_dir", f"{str(directory)!r} is not empty; pass overwrite=True to replace it"
-            )
+            raise ConfigError(key, f"{str(directory)!r} is not empty; pass overwrite=True to replace it")
         shutil.rmtree(directory)
     return directory
 
@@ -158,7 +160,7 @@ def create_model(
     ``with_coord_tokens=False`` leaves the coord tokens out (input for :func:`expand_vocab`).
     Returns the checkpoint directory; refuses a non-empty ``out_dir`` unless ``overwrite``.
     """
-    directory = _fresh_dir(out_dir, overwrite)
+    directory = fresh_checkpoint_dir(out_dir, overwrite=overwrite)
     tokenizer = build_tokenizer(tokenizer_kind, with_coord_tokens=with_coord_tokens)
     processor = build_processor(tokenizer, min_pixels=min_pixels, max_pixels=max_pixels)
     model = build_model(preset, tokenizer, seed=seed)
