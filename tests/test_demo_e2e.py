@@ -18,7 +18,8 @@ def test_demo_runs_the_whole_chain(tmp_path):
     out = tmp_path / "demo"
     command = [
         sys.executable, "-m", "coordexp.train.cli.main", "demo", "--out", str(out), "--train", "24", "--val", "4",
-        "--no-progress", "--vision-steps", "2", "training.max_steps=4", "training.eval_steps=2", "training.save_steps=4",
+        "--no-progress", "--seed", "3", "--vision-steps", "2",
+        "training.max_steps=4", "training.eval_steps=2", "training.save_steps=4",
     ]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -28,9 +29,11 @@ def test_demo_runs_the_whole_chain(tmp_path):
     assert all(0.0 <= v <= 1.0 for v in summary["metrics"].values())
     assert set(summary["timings_s"]) == {"setup_s", "vision_s", "train_s", "eval_s", "total_s"}
     assert summary["vision_pretrain"]["steps"] == 2
-    assert json.loads((out / "model_vision" / "vision_pretrain.json").read_text())["final"]["step"] == 2
-    manifest = json.loads((out / "stage1" / "run_manifest.json").read_text())
-    assert str(out / "model_vision") in manifest["config"]  # Stage-1 starts from the pretrained tower
+    vision = json.loads((out / "model_vision" / "vision_pretrain.json").read_text())
+    assert vision["final"]["step"] == 2 and vision["settings"]["seed"] == 3
+    config = json.loads(json.loads((out / "stage1" / "run_manifest.json").read_text())["config"])
+    assert config["model"]["model"] == str(out / "model_vision")  # Stage-1 starts from the pretrained tower
+    assert config["training"]["seed"] == 3  # --seed reaches every step
     assert Path(summary["report"]).is_file() and f"report: {summary['report']}" in done.stdout
     assert len((out / "data" / "train.jsonl").read_text().splitlines()) == 24
     assert len((out / "eval" / "gt_vs_pred.jsonl").read_text().splitlines()) == 4

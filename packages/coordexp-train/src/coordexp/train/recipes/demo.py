@@ -76,6 +76,7 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, progre
             f"custom.val_jsonl={data / 'val.jsonl'}",
             f"training.output_dir={run_dir}",
             f"training.logging_dir={run_dir / 'logs'}",
+            f"training.seed={settings.seed}",  # one seed for data, model, pretraining and Stage-1
             *settings.overrides,
         ),
     )
