@@ -11,6 +11,9 @@ tower and its mergers change; the language model's weights are copied unchanged.
 2. model + processor of the source       5. held-out accuracy on `val_jsonl` (optional)
 3. data (validated) → desc vocabulary    6. checkpoint + `vision_pretrain.json` + log
 
+It runs in one process on the CPU (the tiny towers it is for train in minutes there); a tower
+worth a GPU is a real pretrained one, which needs no such step.
+
 Outputs in ``out_dir``: the full checkpoint (safetensors, processor, tokenizer), the per-window
 log ``vision_pretrain_log.jsonl`` (means over each window's cells and object centres) and
 ``vision_pretrain.json`` (settings, vocabulary, final window, validation, seconds).
