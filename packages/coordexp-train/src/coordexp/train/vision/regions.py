@@ -32,6 +32,8 @@ class RegionVocab:
     """The closed set of descs a region head predicts; id 0 is background, desc k is ``k + 1``."""
 
     descs: tuple[str, ...] = attrs.field(converter=tuple)
+    #: desc → class id, built once (``ids`` runs for every image of every batch)
+    _index: dict[str, int] = attrs.field(init=False, eq=False, repr=False)
 
     @descs.validator
     def _check(self, _attribute: attrs.Attribute, descs: tuple[str, ...]) -> None:
@@ -40,6 +42,10 @@ class RegionVocab:
         if list(descs) != sorted(set(descs)):
             raise ConfigError("vision_pretrain.vocab", "descs must be unique and sorted")
 
+    @_index.default
+    def _build_index(self) -> dict[str, int]:
+        return {desc: k + 1 for k, desc in enumerate(self.descs)}
+
     @property
     def n_classes(self) -> int:
         """Number of head outputs: the descs plus background."""
@@ -47,9 +53,8 @@ class RegionVocab:
 
     def ids(self, objects: Sequence[CoordObject]) -> np.ndarray:
         """Class id of each object (int64, shape ``(n,)``); an unknown desc raises ConfigError."""
-        index = {desc: k + 1 for k, desc in enumerate(self.descs)}
         try:
-            return np.array([index[obj.desc] for obj in objects], dtype=np.int64)
+            return np.array([self._index[obj.desc] for obj in objects], dtype=np.int64)
         except KeyError as exc:
             raise ConfigError("vision_pretrain.vocab", f"desc {exc.args[0]!r} is not in the region vocabulary") from None
 
@@ -83,7 +88,7 @@ def region_labels(
     if grid_h < 1 or grid_w < 1:
         raise ValueError(f"merged grid must be at least 1x1, got {grid_h}x{grid_w}")
     cells = grid_h * grid_w
-    classes = np.zeros(cells, dtype=np.int64)
+    classes = np.full(cells, BACKGROUND, dtype=np.int64)
     centres = np.zeros(cells, dtype=bool)
     if not objects:
         return RegionLabels(classes, centres)
