@@ -26,6 +26,7 @@ from coordexp.train.models import (
     rope_index_function,
     text_position_ids_from_cu,
 )
+from coordexp.train.models.varlen_attention import register as register_sdpa_varlen
 
 torch.set_num_threads(2)
 ANSWER = (
@@ -71,14 +72,15 @@ def _alone_logits(model, samples):
         return [model(**s, use_cache=False).logits[0] for s in samples]
 
 
-@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("implementation", ["sdpa", "sdpa_varlen", "eager"])
 def test_packed_forward_equals_each_sample_alone(tiny, samples, implementation):
     model, _ = tiny
+    register_sdpa_varlen()
     model.set_attn_implementation(implementation)
     try:
         alone = _alone_logits(model, samples)
         kwargs, packed = packed_model_inputs(model, [_segment(s) for s in samples])
-        expected_dtype = torch.bool if implementation == "sdpa" else torch.float32
+        expected_dtype = torch.float32 if implementation == "eager" else torch.bool
         assert kwargs["attention_mask"].dtype == expected_dtype
         with torch.no_grad():
             logits = model(**kwargs).logits[0]

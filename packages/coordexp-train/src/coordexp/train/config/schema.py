@@ -75,7 +75,9 @@ class ModelSection:
 
     model: str = attrs.field(validator=non_blank)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"] = "sdpa"
+    attn_implementation: Literal[
+        "eager", "sdpa", "sdpa_varlen", "flash_attention_2", "flash_attention_3"
+    ] = "sdpa"
     gradient_checkpointing: bool = False
 
 

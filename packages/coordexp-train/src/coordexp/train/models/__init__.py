@@ -33,6 +33,7 @@ from coordexp.train.models.positions import (
     text_position_ids_from_cu,
 )
 from coordexp.train.models.presets import PRESETS, ModelPreset, get_preset
+from coordexp.train.models.varlen_attention import SDPA_VARLEN
 from coordexp.train.models.processor import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_PIXELS,
@@ -56,6 +57,7 @@ from coordexp.train.models.tokenizer import (
 )
 
 __all__ = [
+    "SDPA_VARLEN",
     "ATTN_IMPLEMENTATIONS",
     "CHAT_TEMPLATE",
     "DEFAULT_MAX_PIXELS",

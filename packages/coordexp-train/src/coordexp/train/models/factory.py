@@ -47,8 +47,10 @@ from coordexp.train.models.tokenizer import (
     present_coord_tokens,
     token_id_of,
 )
+from coordexp.train.models.varlen_attention import SDPA_VARLEN
+from coordexp.train.models.varlen_attention import register as register_sdpa_varlen
 
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+ATTN_IMPLEMENTATIONS = ("sdpa", "sdpa_varlen", "eager", "flash_attention_2", "flash_attention_3")
 
 
 def build_model_config(preset: str | ModelPreset, tokenizer: Any) -> Qwen3VLConfig:
@@ -192,6 +194,8 @@ def load_model(
         raise ConfigError(
             "model.model", f"{str(directory)!r} holds a {config.model_type!r} model, expected qwen3_vl"
         )
+    if attn_implementation == SDPA_VARLEN:
+        register_sdpa_varlen()
     model = Qwen3VLForConditionalGeneration.from_pretrained(
         str(directory), dtype=dtype, attn_implementation=attn_implementation, local_files_only=True
     )

@@ -40,7 +40,7 @@ import torch
 
 from coordexp.core.errors import ConfigError, PipelineError
 
-MASKED_ATTENTION = ("sdpa", "eager")
+MASKED_ATTENTION = ("sdpa", "sdpa_varlen", "eager")
 VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
 
 
@@ -206,10 +206,11 @@ def block_diagonal_causal_mask(
 def packed_attention_mask(
     cu_seq_lens: torch.Tensor, attn_implementation: str, dtype: torch.dtype
 ) -> torch.Tensor | None:
-    """The ``attention_mask`` to pass with a pack: bool block-diagonal for ``sdpa``, additive float
-    (``dtype``) for ``eager``, None for ``flash_attention_2/3`` (varlen from row 0 of
-    ``position_ids``). Other implementations are rejected (spec 06 §6.7)."""
-    if attn_implementation == "sdpa":
+    """The ``attention_mask`` to pass with a pack: bool block-diagonal for ``sdpa`` and
+    ``sdpa_varlen`` (which runs it per segment, :mod:`.varlen_attention`), additive float (``dtype``)
+    for ``eager``, None for ``flash_attention_2/3`` (varlen from row 0 of ``position_ids``). Other
+    implementations are rejected (spec 06 §6.7)."""
+    if attn_implementation in ("sdpa", "sdpa_varlen"):
         return block_diagonal_causal_mask(cu_seq_lens, dtype=torch.bool)
     if attn_implementation == "eager":
         return block_diagonal_causal_mask(cu_seq_lens, dtype=dtype)
