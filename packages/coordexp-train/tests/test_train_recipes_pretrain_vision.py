@@ -93,7 +93,7 @@ def test_refusals_keep_existing_files(stage1_assets, tmp_path):
     ("field", "value"),
     [
         ("steps", 0), ("batch_size", -1), ("lr", 0.0), ("weight_decay", -0.1),
-        ("seed", 1.5), ("logging_steps", True),
+        ("seed", 1.5), ("logging_steps", True), ("subcells", 0),
     ],
 )
 def test_settings_are_validated_with_their_key_path(field, value):

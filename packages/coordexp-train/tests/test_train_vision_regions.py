@@ -1,10 +1,12 @@
-"""Region labels for vision pretraining: hand-built grids, a property over random scenes, and the
-real processor's merged-token order (the labels' row-major layout must match it)."""
+"""Region labels for vision pretraining: hand-built grids, properties over random scenes (also
+with sub-cells), the real processor's merged-token order (the labels' row-major layout must match
+it) and the head's matching row order."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -12,6 +14,7 @@ from PIL import Image
 from coordexp.core.coordjson.serialize import CoordObject
 from coordexp.core.errors import ConfigError
 from coordexp.train.models import build_processor, build_tiny_tokenizer
+from coordexp.train.vision.objective import RegionHead
 from coordexp.train.vision.regions import RegionVocab, normalized_boxes, region_labels
 
 VOCAB = RegionVocab(("blue circle", "red square", "red triangle"))
@@ -139,3 +142,39 @@ def test_labels_follow_the_real_processors_merged_token_order():
     bright = int(per_token.argmax())
     labels = region_labels([box("red square", 500, 340, 740, 650)], VOCAB, gh, gw)
     assert bright == 1 * gw + 2 == int(np.flatnonzero(labels.classes == SQUARE)[0])
+
+
+def test_subcells_split_each_token_and_keep_token_major_order():
+    # Two merged cells side by side, 2x2 sub-cells each: the fine grid is 2x4 with sub-cell
+    # centres at u = 0.125, 0.375, 0.625, 0.875. The box holds only fine column 2, i.e. the left
+    # column of token 1's sub-cells.
+    labels = region_labels([box("red square", 550, 0, 700, 999)], VOCAB, 1, 2, subcells=2)
+    assert labels.classes.reshape(2, 4).tolist() == [[0, 0, 0, 0], [SQUARE, 0, SQUARE, 0]]
+    # The box centre (0.625, 0.5) is fine cell (1, 2): token 1, its sub-cell (1, 0).
+    assert np.flatnonzero(labels.centres).tolist() == [4 + 2]
+    with pytest.raises(ValueError, match="subcells"):
+        region_labels([], VOCAB, 1, 1, subcells=0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenes(), st.integers(1, 4))
+def test_subcells_are_the_fine_grid_labels_grouped_by_token(scene, s):
+    objects, h, w = scene
+    coarse = region_labels(objects, VOCAB, h, w, subcells=s)
+    fine = region_labels(objects, VOCAB, h * s, w * s)
+    assert coarse.classes.shape == (h * w * s * s,)
+    for field in ("classes", "centres"):
+        per_token = getattr(coarse, field).reshape(h, w, s, s)
+        assert (per_token.transpose(0, 2, 1, 3).reshape(-1) == getattr(fine, field)).all()
+
+
+def test_region_head_groups_each_tokens_subcells_in_consecutive_rows():
+    head = RegionHead(hidden=8, n_classes=VOCAB.n_classes, subcells=3)
+    features = torch.randn(2, 8)
+    logits = head(features)
+    assert logits.shape == (2 * 9, VOCAB.n_classes)
+    # Rows 0..8 are token 0's sub-cells: they change when token 0 does, and only then.
+    moved = features.clone()
+    moved[0] += 1.0
+    changed = (head(moved) != logits).any(dim=1)
+    assert changed[:9].all() and not changed[9:].any()

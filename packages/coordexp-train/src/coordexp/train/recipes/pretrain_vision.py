@@ -37,7 +37,7 @@ from coordexp.train.data.jsonl import JsonlDataset, load_jsonl
 from coordexp.train.data.records import Record
 from coordexp.train.models.factory import fresh_checkpoint_dir, load_model_and_processor, save_checkpoint
 from coordexp.train.run.rng import seed_everything
-from coordexp.train.vision.objective import ZERO, RegionStats, region_loss
+from coordexp.train.vision.objective import ZERO, RegionHead, RegionStats, region_loss
 from coordexp.train.vision.regions import RegionVocab, region_labels
 
 LOG_FILE = "vision_pretrain_log.jsonl"
@@ -70,6 +70,8 @@ class VisionPretrainSettings:
     seed: int = attrs.field(default=0, validator=_non_negative_int)
     logging_steps: int = attrs.field(default=100, validator=[_non_negative_int, _positive])
     val_samples: int = attrs.field(default=200, validator=_non_negative_int)
+    #: labels per merged token = ``subcells²`` (each an ``s × s`` share of its cell; 1 = one per token)
+    subcells: int = attrs.field(default=1, validator=[_non_negative_int, _positive])
 
     @weight_decay.validator
     def _check_non_negative(self, attribute: attrs.Attribute, value: Any) -> None:
@@ -101,20 +103,21 @@ def _stats_line(step: int, stats: RegionStats) -> dict[str, float]:
 class _Batches:
     """Images and region labels of records, through the checkpoint's own image processor."""
 
-    def __init__(self, processor: Any, vocab: RegionVocab) -> None:
+    def __init__(self, processor: Any, vocab: RegionVocab, subcells: int) -> None:
         self.image_processor = processor.image_processor
         self.merge = int(self.image_processor.merge_size)
         self.vocab = vocab
+        self.subcells = subcells
 
     def __call__(self, records: Sequence[Record]) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
-        """``(visual inputs, (classes, centres))``, the targets over all cells in token order."""
+        """``(visual inputs, (classes, centres))``, the targets over all (sub-)cells in token order."""
         images = []
         for record in records:
             with Image.open(record.image) as img:
                 images.append(img.convert("RGB"))
         inputs = self.image_processor(images=images, return_tensors="pt")
         labels = [
-            region_labels(record.objects, self.vocab, h // self.merge, w // self.merge)
+            region_labels(record.objects, self.vocab, h // self.merge, w // self.merge, self.subcells)
             for record, (_, h, w) in zip(records, inputs["image_grid_thw"].tolist(), strict=True)
         ]
         visual = {"pixel_values": inputs["pixel_values"], "grid_thw": inputs["image_grid_thw"]}
@@ -132,7 +135,7 @@ def _merged_features(visual: torch.nn.Module, inputs: dict[str, torch.Tensor]) -
 
 def _evaluate(
     visual: torch.nn.Module,
-    head: torch.nn.Module,
+    head: RegionHead,
     batches: _Batches,
     records: Sequence[Record],
     settings: VisionPretrainSettings,
@@ -194,12 +197,12 @@ def pretrain_vision(
     # count as wrong, as they would for any model that never saw it. The summary lists them.
     val_only = sorted({obj.desc for record in val_records for obj in record.objects} - train_descs)
     vocab = RegionVocab(sorted(train_descs | set(val_only)))
-    batches = _Batches(processor, vocab)
+    batches = _Batches(processor, vocab, settings.subcells)
     out = fresh_checkpoint_dir(out_dir, overwrite=overwrite, key="vision_pretrain.out_dir")
     out.mkdir(parents=True, exist_ok=True)
 
     # 4. the loop -----------------------------------------------------------------------------------
-    head = torch.nn.Linear(model.config.text_config.hidden_size, vocab.n_classes)
+    head = RegionHead(model.config.text_config.hidden_size, vocab.n_classes, settings.subcells)
     optimizer = torch.optim.AdamW(
         [*visual.parameters(), *head.parameters()], lr=settings.lr, weight_decay=settings.weight_decay
     )

@@ -1,14 +1,27 @@
 """The region head on merged vision tokens and its loss (used only while pretraining the tower).
 
 The head is a linear map from the tower's merged-token features (the text hidden size, what the
-language model receives) to :attr:`RegionVocab.n_classes` logits. It is thrown away afterwards:
-a Qwen3-VL checkpoint has no place for it, and Stage-1 reads the features, not the head.
+language model receives) to :attr:`RegionVocab.n_classes` logits per sub-cell. It is thrown away
+afterwards: a Qwen3-VL checkpoint has no place for it, and Stage-1 reads the features, not the head.
 """
 
 from __future__ import annotations
 
 import attrs
 import torch
+
+
+class RegionHead(torch.nn.Module):
+    """Linear ``hidden → subcells² · n_classes``; :meth:`forward` maps ``(tokens, hidden)`` features
+    to ``(tokens · subcells², n_classes)`` logits, in the order of :func:`regions.region_labels`."""
+
+    def __init__(self, hidden: int, n_classes: int, subcells: int) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.linear = torch.nn.Linear(hidden, subcells * subcells * n_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features).reshape(-1, self.n_classes)
 
 
 @attrs.frozen

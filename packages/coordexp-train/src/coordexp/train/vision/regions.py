@@ -10,6 +10,10 @@ square, 32 for Qwen3-VL) in row-major order over the merged grid of the (possibl
 * and the cell holding an object's box centre always carries that object's id (smaller boxes are
   written last), so an object smaller than a cell still owns one cell.
 
+With ``subcells = s > 1`` each merged cell is split into ``s × s`` sub-cells, and the rules above
+apply on that finer grid: a token then predicts ``s²`` labels, which carry where the box edges
+fall inside its cell (to ``cell / s``) as well as what the object is.
+
 Geometry is read in normalized coordinates (bin / 999, spec 01), so the labels do not depend on
 the pixel size the processor resized to. A polygon counts as its bounding box.
 """
@@ -71,10 +75,11 @@ def normalized_boxes(objects: Sequence[CoordObject]) -> np.ndarray:
 
 @attrs.frozen
 class RegionLabels:
-    """Per-cell targets of one image, both of shape ``(grid_h · grid_w,)`` in row-major order.
+    """Per-cell targets of one image, both of shape ``(grid_h · grid_w · subcells²,)``: merged cells
+    in row-major order, and within each cell its sub-cells in row-major order.
 
-    ``classes`` are int64 class ids (0 = background); ``centres`` is True on the cell that holds
-    an object's box centre (where per-object accuracy is read).
+    ``classes`` are int64 class ids (0 = background); ``centres`` is True on the (sub-)cell that
+    holds an object's box centre (where per-object accuracy is read).
     """
 
     classes: np.ndarray
@@ -82,11 +87,28 @@ class RegionLabels:
 
 
 def region_labels(
-    objects: Sequence[CoordObject], vocab: RegionVocab, grid_h: int, grid_w: int
+    objects: Sequence[CoordObject], vocab: RegionVocab, grid_h: int, grid_w: int, subcells: int = 1
 ) -> RegionLabels:
-    """Label the ``grid_h × grid_w`` merged cells of one image (rules in the module docstring)."""
+    """Label the ``grid_h × grid_w`` merged cells of one image, ``subcells²`` labels per cell
+    (rules in the module docstring)."""
     if grid_h < 1 or grid_w < 1:
         raise ValueError(f"merged grid must be at least 1x1, got {grid_h}x{grid_w}")
+    if subcells < 1:
+        raise ValueError(f"subcells must be >= 1, got {subcells}")
+    fine = _grid_labels(objects, vocab, grid_h * subcells, grid_w * subcells)
+    if subcells == 1:
+        return fine
+
+    def token_major(values: np.ndarray) -> np.ndarray:
+        return values.reshape(grid_h, subcells, grid_w, subcells).transpose(0, 2, 1, 3).reshape(-1)
+
+    return RegionLabels(token_major(fine.classes), token_major(fine.centres))
+
+
+def _grid_labels(
+    objects: Sequence[CoordObject], vocab: RegionVocab, grid_h: int, grid_w: int
+) -> RegionLabels:
+    """The module's rules on a ``grid_h × grid_w`` grid, row-major."""
     cells = grid_h * grid_w
     classes = np.full(cells, BACKGROUND, dtype=np.int64)
     centres = np.zeros(cells, dtype=bool)
