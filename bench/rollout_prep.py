@@ -16,7 +16,10 @@ Named baseline, same run: ``tokenize_rollout`` — the tokenizer encoding each s
 once (the raw HF call, no memo), on the same core. ``time_ratio`` = preparation CPU time / baseline
 CPU time: how many tokenizer passes over the rollout one preparation costs. The two run in
 alternating chunks of :data:`CHUNK` samples (each side's CPU time summed), so load that comes and
-goes on a shared machine slows both alike and the ratio moves much less than samples/s.
+goes on a shared machine slows both alike and the ratio moves much less than samples/s. Before
+timing, the cyclic garbage collector is run and the objects alive then (samples, tokenizer tables)
+are frozen out of later collections, so that a full collection triggered by the bench's own data
+cannot land in one variant's timed window.
 
 ``--batch N`` (default 1) prepares N samples per call: 1 is a :meth:`RolloutPreparer.prepare`
 call per sample (the per-sample loop), N > 1 one :meth:`RolloutPreparer.prepare_many` call per
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import math
 import os
@@ -141,6 +145,12 @@ def run(variant: str, codec: TableCodec, samples: int, seed: int, batch: int = 1
         encode(text)
     if batch > 1:
         preparer.prepare_many(*zip(*data[:batch], strict=True))  # warm-up of the batched path
+    # The samples above and the tokenizer tables are ~400k GC-tracked objects: a full collection
+    # they trigger costs ~0.2 s, and where it lands (inside one variant's timed chunks or not) moved
+    # the polygon variant's samples/s by ~25 % between identical runs. Collect now and keep these
+    # objects out of later collections; collections caused by preparing itself still count.
+    gc.collect()
+    gc.freeze()
     times, matched, tokens = [], [], []
 
     def prepare_calls(chunk: list) -> None:
@@ -166,6 +176,7 @@ def run(variant: str, codec: TableCodec, samples: int, seed: int, batch: int = 1
         cpu, wall = _timed(functools.partial(prepare_calls, data[start : start + chunk]))
         cpu_s, wall_s = cpu_s + cpu, wall_s + wall
         baseline_s += _timed(functools.partial(encode_chunk, texts[start : start + chunk]))[0]
+    gc.unfreeze()
     ms = sorted(1e3 * t for t in times)
     return {
         "samples_per_s": round(len(ms) / cpu_s, 1),

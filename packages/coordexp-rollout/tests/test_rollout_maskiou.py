@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from pycocotools import mask as coco_mask
 
 from coordexp.core.errors import CoordexpError
-from coordexp.rollout import maskiou as maskiou_mod
 from coordexp.rollout.maskiou import (
     Geometry,
     as_geometry,
@@ -136,66 +135,6 @@ def test_matrix_empty_inputs() -> None:
     assert maskiou_matrix([g], []).values.shape == (1, 0)
     none = maskiou_matrix([g], [g], np.zeros((1, 1), dtype=bool))
     assert np.isnan(none.values).all() and none.raster_errors == 0
-
-
-class _FailingCoco:
-    """pycocotools stand-in whose rasterizer raises for rings starting at x >= threshold (canvas px)."""
-
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
-
-    def frPyObjects(self, rings, h, w):  # mirrors pycocotools' name
-        if any(ring[0] >= self.threshold for ring in rings):
-            raise Exception("input type is not supported.")  # noqa: TRY002 - pycocotools raises bare Exception
-        return coco_mask.frPyObjects(rings, h, w)
-
-    iou = staticmethod(coco_mask.iou)
-
-
-def test_raster_error_gives_zero_and_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(maskiou_mod, "coco_mask", _FailingCoco(threshold=200.0))
-    # Overlapping, so every pair needs both rasters (disjoint pixel boxes give 0 without one).
-    good = quad(0, 0, 950, 950)
-    bad = quad(900, 900, 999, 999)  # x1 projects to ~229.7 px at R = 256
-    result = maskiou_matrix([good, bad], [good, bad])
-    assert result.values[0, 0] == 1.0
-    assert result.values[0, 1] == 0.0 and result.values[1, 0] == 0.0 and result.values[1, 1] == 0.0
-    assert result.raster_errors == 3
-    assert mask_iou(bad, bad) == 0.0
-
-
-def test_iou_error_gives_zero_and_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_iou(*args, **kwargs):
-        raise Exception("corrupt RLE")  # noqa: TRY002 - pycocotools raises bare Exception
-
-    monkeypatch.setattr(
-        maskiou_mod, "coco_mask", SimpleNamespace(frPyObjects=coco_mask.frPyObjects, iou=broken_iou)
-    )
-    g = quad(0, 0, 300, 300)
-    result = maskiou_matrix([g], [g, g])
-    np.testing.assert_array_equal(result.values, [[0.0, 0.0]])
-    assert result.raster_errors == 2
-
-
-def test_iou_error_is_isolated_to_its_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    bad = quad(200, 200, 900, 900)  # overlaps good: every pair goes through pycocotools
-    bad_counts = rasterize([bad], 256).rles[0]["counts"]
-
-    def picky_iou(dt, gt, crowd):
-        if any(rle["counts"] == bad_counts for rle in dt):
-            raise Exception("corrupt RLE")  # noqa: TRY002 - pycocotools raises bare Exception
-        return coco_mask.iou(dt, gt, crowd)
-
-    monkeypatch.setattr(
-        maskiou_mod, "coco_mask", SimpleNamespace(frPyObjects=coco_mask.frPyObjects, iou=picky_iou)
-    )
-    good = quad(0, 0, 300, 300)
-    result = maskiou_matrix([good, bad, good], [good, bad])
-    overlap = mask_iou(good, bad)
-    assert 0.0 < overlap < 1.0
-    np.testing.assert_array_equal(result.values[[0, 2]], [[1.0, overlap], [1.0, overlap]])
-    np.testing.assert_array_equal(result.values[1], [0.0, 0.0])
-    assert result.raster_errors == 2
 
 
 def test_as_geometry_accepts_coordobject_like_and_pairs() -> None:

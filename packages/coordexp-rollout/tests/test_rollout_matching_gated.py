@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from coordexp.rollout import matching as matching_mod
 from coordexp.rollout import maskiou as maskiou_mod
-from coordexp.rollout.maskiou import Geometry, GeometryBatch, maskiou_between
+from coordexp.rollout.maskiou import Geometry, GeometryBatch, maskiou_between, maskiou_between_many
 from coordexp.rollout.matching import MatchingConfig, match
 
 bins = st.integers(0, 999)
@@ -45,8 +45,8 @@ def test_gated_matching_equals_matching_on_exact_ious(preds, gts, cfg: MatchingC
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(
             matching_mod,
-            "maskiou_between",
-            lambda pred, gt, mask, resolution, gate=None: maskiou_between(pred, gt, mask, resolution),
+            "maskiou_between_many",
+            lambda items, resolution, gate=None: maskiou_between_many(items, resolution),
         )
         exact = match(preds, gts, cfg)
     assert gated == exact
@@ -68,18 +68,28 @@ def test_skipped_pairs_are_below_the_gate(preds, gts, gate: float) -> None:
     assert (exact[~computed] < gate).all()
 
 
-def test_gate_skips_rasterizing_boxes_that_cannot_match(monkeypatch: pytest.MonkeyPatch) -> None:
-    rasterized: list[list[float]] = []
-    real = maskiou_mod.coco_mask.frPyObjects
+def test_gate_skips_intersecting_pairs_that_cannot_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    rings: list[int] = []
+    intersected: list[int] = []
+    real_rasterize, real_rect = maskiou_mod.rasterize_rings, maskiou_mod.rect_intersections
 
-    def recording(rings, h, w):
-        rasterized.extend(rings)
-        return real(rings, h, w)
+    def rasterize_recording(points, offsets, resolution):
+        rings.append(offsets.size - 1)
+        return real_rasterize(points, offsets, resolution)
 
-    monkeypatch.setattr(maskiou_mod.coco_mask, "frPyObjects", recording)
+    def rect_recording(rasters, ring_ids, rects):
+        intersected.append(ring_ids.size)
+        return real_rect(rasters, ring_ids, rects)
+
+    monkeypatch.setattr(maskiou_mod, "rasterize_rings", rasterize_recording)
+    monkeypatch.setattr(maskiou_mod, "rect_intersections", rect_recording)
     # A big box that barely touches a small triangle: IoU <= overlap / |box| < 0.3.
     box = Geometry("bbox_2d", (0, 0, 600, 600))
     triangle = Geometry("poly", (580, 580, 700, 580, 640, 700))
     result = match([box], [triangle], MatchingConfig(maskiou_gate=0.3))
     assert result.pairs == () and result.gating_rejections == 1
-    assert len(rasterized) == 1  # the triangle (for its area), never the box
+    assert rings == [1]  # the triangle (for its area); an exact box's raster is its rectangle
+    assert intersected == []  # the pair is provably below the gate: no intersection computed
+    near = Geometry("bbox_2d", (580, 580, 700, 700))
+    assert match([near], [triangle], MatchingConfig(maskiou_gate=0.3)).pairs[0][:2] == (0, 0)
+    assert intersected == [1]

@@ -78,7 +78,9 @@ def rect_overlaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def rect_ious(overlap: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
     """IoU ``[K]`` of rectangle pairs from their :func:`rect_overlaps` and :func:`rect_areas`
-    (0 where the union is empty); the arithmetic of :func:`rect_iou_matrix`, pair by pair."""
+    (0 where the union is empty); the arithmetic of :func:`rect_iou_matrix`, pair by pair. Any two
+    rasters' pixel counts work too: it is pycocotools' RLE IoU ``i / u`` (0 when ``i = 0``), as
+    :mod:`coordexp.rollout.polyraster` uses it."""
     union = area_a + area_b - overlap
     return np.divide(overlap, union, out=np.zeros(overlap.shape), where=union > 0)
 

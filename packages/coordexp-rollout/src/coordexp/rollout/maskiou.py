@@ -9,18 +9,25 @@ Mask IoU follows COCO polygon semantics:
 
 1. clamp every value to [0, 999] and project it onto an R×R canvas as ``v·(R−1)/999``;
 2. a bbox becomes the quad ``(x1,y1),(x2,y1),(x2,y2),(x1,y2)`` after min/max, a poly is one ring;
-3. pycocotools rasterizes each ring to an RLE (``frPyObjects``) and computes the RLE IoU.
+3. each ring is rasterized as pycocotools does (``frPyObjects``) and the IoU is pycocotools' RLE
+   IoU.
 
-A rasterization or IoU error yields IoU 0 and is counted. A shape whose raster is empty (for
-example one smaller than about a pixel: at R = 256 a pixel is 999/255 ≈ 3.9 bins) has IoU 0 with
-everything, itself included, because pycocotools defines the IoU of two empty masks as 0.
+A shape whose raster is empty (for example one smaller than about a pixel: at R = 256 a pixel is
+999/255 ≈ 3.9 bins) has IoU 0 with everything, itself included, because pycocotools defines the
+IoU of two empty masks as 0.
 
 Box pairs use the *rasterized* IoU too. Exact continuous box IoU is *not* equivalent to it (the
 raster snaps edges to the pixel grid), so the "exact box IoU where equivalent" shortcut of the
 spec never applies; ``test_rollout_maskiou.py`` pins a counterexample. What is exact is the raster
 itself: a whole-bin box rasterizes to a pixel rectangle that :mod:`coordexp.rollout.boxraster`
-writes down in closed form, so box–box pairs skip pycocotools (which costs ~5 µs per ring) with
-bit-identical IoUs; pairs involving a polygon go through pycocotools.
+writes down in closed form, so box–box pairs need no raster at all. Pairs involving a polygon use
+:mod:`coordexp.rollout.polyraster`, which computes pycocotools' polygon raster in closed form per
+pixel column (equal pixel for pixel, IoUs equal to the bit) for all pairs of a decode batch in one
+pass (:func:`maskiou_between_many`); at the bench's decode batch of 16 that costs about half of
+pycocotools' per-sample calls (whose RLE string encoding and decoding dominated). pycocotools itself
+remains in :func:`rasterize`, the reference the tests compare with. Closed-form rasters cannot fail
+on finite input, so ``raster_errors`` (spec 03 §3.4: a raster error gives IoU 0 and is counted)
+stays 0.
 
 :class:`GeometryBatch` stacks a sample's geometries once; matching and OT work on it.
 """
@@ -39,6 +46,13 @@ from pycocotools import mask as coco_mask
 
 from coordexp.core.errors import CoordexpError
 from coordexp.rollout.boxraster import box_pixel_rects, rect_areas, rect_iou_matrix, rect_ious, rect_overlaps
+from coordexp.rollout.polyraster import (
+    ColumnRasters,
+    expand_ranges,
+    pair_intersections,
+    rasterize_rings,
+    rect_intersections,
+)
 
 BBOX_KEY = "bbox_2d"
 POLY_KEY = "poly"
@@ -353,7 +367,7 @@ class MaskIoUMatrix:
 
     ``values``: float64 ``[P, G]``; requested entries lie in [0, 1], entries that were not
     requested are NaN. ``raster_errors``: number of requested pairs forced to 0 because a
-    rasterization or the IoU computation raised.
+    rasterization failed — always 0 with the closed-form rasters (module doc).
     """
 
     values: np.ndarray
@@ -384,25 +398,6 @@ def _pairs_mask(
     return mask
 
 
-def _iou_block(pred_rles: list[dict], gt_rles: list[dict]) -> np.ndarray:
-    """IoU ``[len(pred_rles), len(gt_rles)]`` with one pycocotools call, or row by row if it raises.
-
-    A row whose call raises is NaN (reported as a raster error by the caller).
-    """
-    crowd = [0] * len(gt_rles)
-    shape = (len(pred_rles), len(gt_rles))
-    try:
-        return np.asarray(coco_mask.iou(pred_rles, gt_rles, crowd), dtype=np.float64).reshape(shape)
-    except Exception:  # noqa: BLE001 - pycocotools raises bare Exception; isolate the failing rows
-        rows = []
-        for rle in pred_rles:
-            try:
-                rows.append(np.asarray(coco_mask.iou([rle], gt_rles, crowd), dtype=np.float64).reshape(-1))
-            except Exception:  # noqa: BLE001 - an IoU error is a raster error: IoU 0, counted
-                rows.append(np.full(len(gt_rles), np.nan))
-        return np.stack(rows)
-
-
 def _rasterize_rings(rings: Sequence[Sequence[float]], resolution: int) -> list[dict | None]:
     if not rings:
         return []
@@ -425,156 +420,168 @@ def maskiou_between(
     resolution: int,
     gate: float | None = None,
 ) -> MaskIoUMatrix:
-    """:func:`maskiou_matrix` on stacked geometries and a bool ``[P, G]`` request mask.
+    """:func:`maskiou_matrix` on stacked geometries and a bool ``[P, G]`` request mask
+    (:func:`maskiou_between_many` of one item)."""
+    return maskiou_between_many([(pred, gt, mask)], resolution, gate)[0]
+
+
+def maskiou_between_many(
+    items: Sequence[tuple[GeometryBatch, GeometryBatch, np.ndarray]],
+    resolution: int,
+    gate: float | None = None,
+) -> list[MaskIoUMatrix]:
+    """:func:`maskiou_matrix` for several ``(pred, gt, bool [P, G] request mask)`` items (e.g. the
+    samples of a decode batch); one result per item, equal to computing the items one by one.
 
     Exact shortcuts first (:mod:`coordexp.rollout.boxraster`): requested pairs of two exact boxes
-    get the closed-form raster IoU, and pairs whose AABB pixel rectangles share no pixel get 0. Every
-    other requested pair goes through pycocotools, each geometry involved rasterized once and the
-    rectangle "rows with such a request × columns with such a request" evaluated in one ``iou`` call
-    (decoding the RLE strings dominates its cost and happens once per call). ``resolution`` must
-    already be checked.
+    get the closed-form raster IoU, and pairs whose AABB pixel rectangles share no pixel get 0. The
+    other requested pairs of *all* items are rasterized together (:func:`_raster_ious`), so the
+    fixed NumPy cost of rasterizing is paid once per call. ``resolution`` must already be checked.
 
     ``gate`` (matching only): requested pairs whose IoU is provably below it are left NaN instead of
     computed. The bound is ``min(|R_a ∩ R_b|, |a|, |b|) / max(|a|, |b|)`` with ``R`` the pixel
-    rectangles (which contain the rasters) and ``|a|`` raster areas (a box's is its rectangle's, a
-    polygon's comes from its raster), so only boxes paired with a polygon that might reach the gate
-    are rasterized. Every value that is computed is exact.
+    rectangles (which contain the rasters) and ``|a|`` raster areas. Every value that is computed
+    is exact.
     """
-    if pred.exact_box.all() and gt.exact_box.all():
-        # Boxes only: every pair has its closed-form raster IoU; whole matrices are cheapest here.
+    staged = [_StagedPairs.of(pred, gt, mask, resolution) for pred, gt, mask in items]
+    pending = [k for k, stage in enumerate(staged) if stage.rest.size]
+    if pending:
+        found = _raster_ious([items[k][:2] for k in pending], [staged[k] for k in pending], resolution, gate)
+        for k, pair_iou in zip(pending, found, strict=True):
+            staged[k].pair_iou[staged[k].rest] = pair_iou
+    return [stage.result() for stage in staged]
+
+
+@attrs.frozen(eq=False)
+class _StagedPairs:
+    """One item of :func:`maskiou_between_many` after the exact shortcuts. ``values``: the ``[P, G]``
+    result (NaN where not requested); ``flat``: the requested cells (row-major), whose IoUs
+    ``pair_iou`` ``[K]`` are filled in; ``rest``: positions in ``flat`` still to rasterize, with
+    their ``rows``/``cols``, AABB pixel rectangles ``pred_rects``/``gt_rects`` ``[R, 4]`` and shared
+    rectangle pixels ``overlap``."""
+
+    values: np.ndarray
+    flat: np.ndarray
+    pair_iou: np.ndarray
+    rest: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    pred_rects: np.ndarray
+    gt_rects: np.ndarray
+    overlap: np.ndarray
+
+    @classmethod
+    def of(cls, pred: GeometryBatch, gt: GeometryBatch, mask: np.ndarray, resolution: int) -> _StagedPairs:
+        none = np.zeros(0, dtype=np.int64)
+        if pred.exact_box.all() and gt.exact_box.all():
+            # Boxes only: every pair has its closed-form raster IoU; whole matrices are cheapest here.
+            rects = box_pixel_rects(np.concatenate([pred.aabb, gt.aabb]), resolution)
+            iou = rect_iou_matrix(rects[: len(pred)], rects[len(pred) :])
+            return cls(np.where(mask, iou, np.nan), none, none, none, none, none, none, none, none)
+        values = np.full(mask.shape, np.nan, dtype=np.float64)
+        # Work on the requested pairs as flat [K] arrays (row-major order): a few dozen whole-array
+        # operations on K values cost far less than the same operations on [P, G] broadcasts.
+        flat = np.flatnonzero(mask)
+        if not flat.size:
+            return cls(values, none, none, none, none, none, none, none, none)
+        rows, cols = np.divmod(flat, mask.shape[1])
+        n_pred = len(pred)
         rects = box_pixel_rects(np.concatenate([pred.aabb, gt.aabb]), resolution)
-        iou = rect_iou_matrix(rects[: len(pred)], rects[len(pred) :])
-        return MaskIoUMatrix(np.where(mask, iou, np.nan), 0)
-    values = np.full(mask.shape, np.nan, dtype=np.float64)
-    # Work on the requested pairs as flat [K] arrays (row-major order): a few dozen whole-array
-    # operations on K values cost far less than the same operations on [P, G] broadcasts.
-    flat = np.flatnonzero(mask)
-    if not flat.size:
-        return MaskIoUMatrix(values, 0)
-    rows, cols = np.divmod(flat, mask.shape[1])
-    n_pred = len(pred)
-    rects = box_pixel_rects(np.concatenate([pred.aabb, gt.aabb]), resolution)
-    areas = rect_areas(rects)
-    gt_rows = cols + n_pred
-    # np.take: row gathers by fancy indexing cost several times more.
-    overlap = rect_overlaps(np.take(rects, rows, axis=0), np.take(rects, gt_rows, axis=0))
-    pair_iou = np.full(rows.size, np.nan)
-    analytic = pred.exact_box[rows] & gt.exact_box[cols]
-    # Rasters lie inside their AABB's pixel rectangle (boxraster module doc): disjoint ones give 0.
-    apart = (overlap == 0.0) & ~analytic & pred.whole[rows] & gt.whole[cols]
-    if np.count_nonzero(analytic):
-        np.copyto(pair_iou, rect_ious(overlap, areas[rows], areas[gt_rows]), where=analytic)
-    pair_iou[apart] = 0.0
-    rest = (~(analytic | apart)).nonzero()[0]
-    n_failed = 0
-    if rest.size:
-        n_failed = _raster_ious(pred, gt, rows, cols, rest, overlap, areas, pair_iou, resolution, gate)
-    values.put(flat, pair_iou)
-    return MaskIoUMatrix(values, n_failed)
+        areas = rect_areas(rects)
+        gt_rows = cols + n_pred
+        # np.take: row gathers by fancy indexing cost several times more.
+        pred_rects, gt_rects = np.take(rects, rows, axis=0), np.take(rects, gt_rows, axis=0)
+        overlap = rect_overlaps(pred_rects, gt_rects)
+        pair_iou = np.full(rows.size, np.nan)
+        analytic = pred.exact_box[rows] & gt.exact_box[cols]
+        # Rasters lie inside their AABB's pixel rectangle (boxraster module doc): disjoint ones give 0.
+        apart = (overlap == 0.0) & ~analytic & pred.whole[rows] & gt.whole[cols]
+        if np.count_nonzero(analytic):
+            np.copyto(pair_iou, rect_ious(overlap, areas[rows], areas[gt_rows]), where=analytic)
+        pair_iou[apart] = 0.0
+        rest = (~(analytic | apart)).nonzero()[0]
+        return cls(
+            values,
+            flat,
+            pair_iou,
+            rest,
+            rows[rest],
+            cols[rest],
+            pred_rects[rest],
+            gt_rects[rest],
+            overlap[rest],
+        )
 
-
-def _present(indices: np.ndarray, size: int) -> np.ndarray:
-    """bool ``[size]``: which of ``0..size-1`` occur in ``indices``."""
-    return np.bincount(indices, minlength=size) > 0
+    def result(self) -> MaskIoUMatrix:
+        """The item's :class:`MaskIoUMatrix` once ``pair_iou`` is complete."""
+        if self.flat.size:
+            self.values.put(self.flat, self.pair_iou)
+        return MaskIoUMatrix(self.values, 0)
 
 
 def _raster_ious(
-    pred: GeometryBatch,
-    gt: GeometryBatch,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    rest: np.ndarray,
-    overlap: np.ndarray,
-    rect_area: np.ndarray,
-    pair_iou: np.ndarray,
+    items: Sequence[tuple[GeometryBatch, GeometryBatch]],
+    staged: Sequence[_StagedPairs],
     resolution: int,
     gate: float | None,
-) -> int:
-    """The pycocotools part of :func:`maskiou_between`: IoU of the pairs ``rest`` (positions in
-    the flat pair arrays ``rows``/``cols``), written into ``pair_iou``; returns the number of raster
-    errors. ``rect_area``: pixel-rectangle areas, predictions then GT objects."""
-    n_pred, n_gt = len(pred), len(gt)
-    rasters = _Rasters(pred, gt, resolution)
-    rest_rows, rest_cols = rows[rest], cols[rest]
+) -> list[np.ndarray]:
+    """IoU of every item's ``rest`` pairs (one float64 array per item, NaN where the ``gate`` bound
+    excludes a pair) from one :func:`~coordexp.rollout.polyraster.rasterize_rings` call over every
+    geometry of the items that is not an exact box (an exact box's raster is its pixel rectangle)."""
+    batches = [batch for pair in items for batch in pair]
+    bases = np.cumsum([0] + [len(batch) for batch in batches]).tolist()
+    ring_of, rasters = _rasterize_inexact(batches, resolution)
+    pred_geom = np.concatenate([stage.rows + bases[2 * k] for k, stage in enumerate(staged)])
+    gt_geom = np.concatenate([stage.cols + bases[2 * k + 1] for k, stage in enumerate(staged)])
+    pred_rects = np.concatenate([stage.pred_rects for stage in staged])
+    gt_rects = np.concatenate([stage.gt_rects for stage in staged])
+    pred_ring, gt_ring = np.take(ring_of, pred_geom), np.take(ring_of, gt_geom)
+    # mode="clip": exact boxes (ring −1) read some ring's area, replaced by their rectangle's.
+    pred_area = np.where(
+        pred_ring >= 0, np.take(rasters.area, pred_ring, mode="clip"), rect_areas(pred_rects)
+    )
+    gt_area = np.where(gt_ring >= 0, np.take(rasters.area, gt_ring, mode="clip"), rect_areas(gt_rects))
+    pair_iou = np.full(pred_geom.size, np.nan)
+    computed = np.arange(pred_geom.size)
     if gate is not None and gate > 0.0:
-        # Rasterize the shapes that need it anyway, then drop pairs that cannot reach the gate.
-        rasters.ensure(
-            (_present(rest_rows, n_pred) & ~pred.exact_box).nonzero()[0].tolist(),
-            (_present(rest_cols, n_gt) & ~gt.exact_box).nonzero()[0].tolist(),
-        )
-        pred_area, gt_area = rasters.areas(rect_area[:n_pred], rect_area[n_pred:])
-        reachable = ~(_iou_upper_bound(overlap[rest], pred_area[rest_rows], gt_area[rest_cols]) < gate)
-        rest, rest_rows, rest_cols = rest[reachable], rest_rows[reachable], rest_cols[reachable]
-        if not rest.size:
-            return 0
-
-    pred_rows = _present(rest_rows, n_pred).nonzero()[0]
-    gt_cols = _present(rest_cols, n_gt).nonzero()[0]
-    row_list, col_list = pred_rows.tolist(), gt_cols.tolist()
-    rasters.ensure(row_list, col_list)
-    row_rles = [rasters.pred[i] for i in row_list]
-    col_rles = [rasters.gt[j] for j in col_list]
-    if None in row_rles or None in col_rles:
-        pred_ok = np.array([rle is not None for rle in row_rles], dtype=bool)
-        gt_ok = np.array([rle is not None for rle in col_rles], dtype=bool)
-        block = np.full((pred_rows.size, gt_cols.size), np.nan)
-        if np.count_nonzero(pred_ok) and np.count_nonzero(gt_ok):
-            block[np.ix_(pred_ok, gt_ok)] = _iou_block(
-                [rle for rle in row_rles if rle is not None], [rle for rle in col_rles if rle is not None]
-            )
-    else:
-        block = _iou_block(row_rles, col_rles)
-    # pred_rows / gt_cols are sorted, so a binary search finds each pair's cell of the block.
-    found = block[np.searchsorted(pred_rows, rest_rows), np.searchsorted(gt_cols, rest_cols)]
-    computed = np.minimum(np.maximum(found, 0.0), 1.0)
-    failed = ~np.isfinite(found)
-    n_failed = int(np.count_nonzero(failed))
-    if n_failed:
-        computed[failed] = 0.0
-    pair_iou[rest] = computed
-    return n_failed
+        overlap = np.concatenate([stage.overlap for stage in staged])
+        computed = computed[~(_iou_upper_bound(overlap, pred_area, gt_area) < gate)]
+    pred_ring, gt_ring = pred_ring[computed], gt_ring[computed]
+    shared = np.empty(computed.size)
+    both = (pred_ring >= 0) & (gt_ring >= 0)
+    if np.count_nonzero(both):
+        shared[both] = pair_intersections(rasters, pred_ring[both], gt_ring[both])
+    one = (~both).nonzero()[0]
+    if one.size:
+        # One side is an exact box (never both, or the pair would be analytic): its raster is its
+        # rectangle, intersected with the other side's raster.
+        box_is_gt = (gt_ring[one] < 0)[:, None]
+        at = computed[one]
+        rects = np.where(box_is_gt, np.take(gt_rects, at, axis=0), np.take(pred_rects, at, axis=0))
+        shared[one] = rect_intersections(rasters, np.maximum(pred_ring[one], gt_ring[one]), rects)
+    pair_iou[computed] = rect_ious(shared, pred_area[computed], gt_area[computed])
+    bounds = np.cumsum([stage.rest.size for stage in staged])[:-1]
+    return np.split(pair_iou, bounds)
 
 
-class _Rasters:
-    """The RLEs of a prediction batch and a GT batch at one resolution, each geometry rasterized at
-    most once. ``pred``/``gt`` map a geometry index to its RLE dict, or to None when pycocotools
-    failed on it (a raster error)."""
-
-    def __init__(self, pred: GeometryBatch, gt: GeometryBatch, resolution: int) -> None:
-        self._batches = (pred, gt)
-        self._resolution = resolution
-        self.pred: dict[int, dict | None] = {}
-        self.gt: dict[int, dict | None] = {}
-
-    def ensure(self, pred_rows: Sequence[int], gt_rows: Sequence[int]) -> None:
-        """Rasterize the listed geometries that are not yet, both sides in one pycocotools call."""
-        new_pred = [i for i in pred_rows if i not in self.pred]
-        new_gt = [j for j in gt_rows if j not in self.gt]
-        if not new_pred and not new_gt:
-            return
-        pred, gt = self._batches
-        resolution = self._resolution
-        rings = pred.canvas_ring_arrays(resolution, new_pred) + gt.canvas_ring_arrays(resolution, new_gt)
-        found = _rasterize_rings(rings, resolution)
-        self.pred.update(zip(new_pred, found[: len(new_pred)], strict=True))
-        self.gt.update(zip(new_gt, found[len(new_pred) :], strict=True))
-
-    def areas(self, pred_rect_areas: np.ndarray, gt_rect_areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raster area per geometry, float64 ``[P]`` and ``[G]``: from its RLE where rasterized (one
-        pycocotools call), its pixel rectangle's (``*_rect_areas``) otherwise (exact for a box); a
-        failed raster gets NaN so that no bound excludes its pairs."""
-        sides = ((self.pred, pred_rect_areas.copy()), (self.gt, gt_rect_areas.copy()))
-        rles = [rle for table, _ in sides for rle in table.values() if rle is not None]
-        measured = coco_mask.area(rles).tolist() if rles else []
-        k = 0
-        for table, areas in sides:
-            for index, rle in table.items():
-                if rle is None:
-                    areas[index] = np.nan
-                else:
-                    areas[index] = measured[k]
-                    k += 1
-        return sides[0][1], sides[1][1]
+def _rasterize_inexact(batches: Sequence[GeometryBatch], resolution: int) -> tuple[np.ndarray, ColumnRasters]:
+    """Rasterize the geometries of ``batches`` (numbered in order across them) that are not exact
+    boxes, in one call: (int64 ``[n]`` ring number per geometry, −1 for exact boxes; their
+    :class:`~coordexp.rollout.polyraster.ColumnRasters`)."""
+    inexact = ~np.concatenate([batch.exact_box for batch in batches])
+    ring_of = np.where(inexact, np.cumsum(inexact) - 1, -1)
+    picked = inexact.nonzero()[0]
+    point_bases = np.cumsum([0] + [int(batch.stack.offsets[-1]) for batch in batches[:-1]])
+    starts = np.concatenate(
+        [batch.stack.offsets[:-1] + base for batch, base in zip(batches, point_bases.tolist(), strict=True)]
+    )
+    sizes = np.concatenate([np.diff(batch.stack.offsets) for batch in batches])
+    sizes, starts = np.take(sizes, picked), np.take(starts, picked)
+    owner, rank = expand_ranges(sizes)
+    all_points = np.concatenate([batch.stack.points for batch in batches])
+    points = np.take(all_points, np.take(starts, owner) + rank, axis=0)
+    ring_offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(sizes)])
+    return ring_of, rasterize_rings(points * ((resolution - 1) / MAX_BIN), ring_offsets, resolution)
 
 
 def _iou_upper_bound(overlap: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:

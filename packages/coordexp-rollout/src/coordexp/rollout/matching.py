@@ -7,7 +7,8 @@ appearance order, GT objects in GT order.
    first ``candidate_top_k`` are kept; if the prediction's best AABB IoU is ≤ 0, the
    ``candidate_top_k`` GT nearest by squared AABB-centre distance (ties → ``gt_idx``) are kept
    instead. AABBs are taken after clamping to [0, 999], like the mask IoU.
-2. **maskIoU** on candidate pairs only (:func:`~coordexp.rollout.maskiou.maskiou_between`).
+2. **maskIoU** on candidate pairs only (:func:`~coordexp.rollout.maskiou.maskiou_between`;
+   :func:`match_many` computes the mask IoUs of several samples in one pass).
 3. **Gating.** A candidate with ``maskIoU < maskiou_gate`` is infeasible and counted in
    ``gating_rejections``; non-candidates are infeasible and not counted. A candidate whose maskIoU
    is provably below the gate (an upper bound from pixel rectangles and raster areas) is not
@@ -45,7 +46,13 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from coordexp.core.errors import ConfigError
-from coordexp.rollout.maskiou import MIN_RESOLUTION, Geometry, GeometryBatch, maskiou_between
+from coordexp.rollout.maskiou import (
+    MIN_RESOLUTION,
+    Geometry,
+    GeometryBatch,
+    MaskIoUMatrix,
+    maskiou_between_many,
+)
 
 CONFIG_PATH = "rollout_matching.matching"
 TIE_BREAK_DELTA = 1e-6
@@ -93,7 +100,8 @@ class MatchResult:
     only, D13). ``fp``: unmatched prediction indices, ascending. ``fn``: unmatched GT indices in
     GT order. ``gating_rejections``: candidate pairs with maskIoU below the gate.
     ``candidate_pairs``: candidate pairs evaluated. ``raster_errors``: candidate pairs whose
-    maskIoU was forced to 0 by a raster error.
+    maskIoU was forced to 0 by a raster error (0 with closed-form rasters, see
+    :mod:`coordexp.rollout.maskiou`).
     """
 
     pairs: tuple[tuple[int, int, float], ...]
@@ -170,12 +178,34 @@ def match_batches(
     pred: GeometryBatch, gt: GeometryBatch, cfg: MatchingConfig = MatchingConfig()
 ) -> MatchResult:
     """:func:`match` on stacked geometries (predictions in appearance order, GT in GT order)."""
-    n_pred, n_gt = len(pred), len(gt)
-    if n_pred == 0 or n_gt == 0:
-        return MatchResult((), tuple(range(n_pred)), tuple(range(n_gt)), 0, 0)
+    return match_many([(pred, gt)], cfg)[0]
 
-    candidates = candidate_mask(pred.aabb, gt.aabb, cfg.candidate_top_k)
-    ious = maskiou_between(pred, gt, candidates, cfg.maskiou_resolution, gate=cfg.maskiou_gate)
+
+def match_many(
+    items: Sequence[tuple[GeometryBatch, GeometryBatch]], cfg: MatchingConfig = MatchingConfig()
+) -> list[MatchResult]:
+    """:func:`match_batches` for several ``(pred, gt)`` items (e.g. the samples of a decode
+    batch), one result per item, identical to matching them one by one: only the mask IoUs of all
+    items are computed together (:func:`~coordexp.rollout.maskiou.maskiou_between_many`)."""
+    busy = [k for k, (pred, gt) in enumerate(items) if len(pred) and len(gt)]
+    candidates = [candidate_mask(items[k][0].aabb, items[k][1].aabb, cfg.candidate_top_k) for k in busy]
+    ious = maskiou_between_many(
+        [(*items[k], mask) for k, mask in zip(busy, candidates, strict=True)],
+        cfg.maskiou_resolution,
+        gate=cfg.maskiou_gate,
+    )
+    results = [
+        MatchResult((), tuple(range(len(pred))), tuple(range(len(gt))), 0, 0) for pred, gt in items
+    ]
+    for k, mask, found in zip(busy, candidates, ious, strict=True):
+        results[k] = _assign(mask, found, cfg)
+    return results
+
+
+def _assign(candidates: np.ndarray, ious: MaskIoUMatrix, cfg: MatchingConfig) -> MatchResult:
+    """Gating and the dummy-augmented assignment (steps 3–4 of the module doc) of one item with
+    ``P, G >= 1``: ``candidates`` bool ``[P, G]``, ``ious`` their mask IoUs."""
+    n_pred, n_gt = candidates.shape
     # NaN (not computed: provably below the gate) compares False, i.e. infeasible.
     feasible = candidates & (ious.values >= cfg.maskiou_gate)
     gating_rejections = int(np.count_nonzero(candidates)) - int(np.count_nonzero(feasible))

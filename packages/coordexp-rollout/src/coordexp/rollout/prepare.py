@@ -21,10 +21,12 @@
 
 Only the tokens before the hard stop influence the result (E3).
 
-The steps run in three phases: steps 1–4 (``_front``), the OT of step 5 (``_ot_many``), and
-the rest of step 5 with steps 6–8 (``_finish``). :meth:`RolloutPreparer.prepare_many` runs phase
-1 for every sample, the poly OT of all samples' pairs in one
-:func:`~coordexp.rollout.ot.ot_targets_many` call, then phase 3 per sample;
+The steps run in phases: steps 1–3 (``_front``), the matching of step 4 (``_pair_many``), the
+OT of step 5 (``_ot_many``), and the rest of step 5 with steps 6–8 (``_finish``).
+:meth:`RolloutPreparer.prepare_many` runs phase 1 for every sample, the matching of all valid
+rollouts in one :func:`~coordexp.rollout.matching.match_many` call (their mask IoUs rasterized
+together), the poly OT of all samples' pairs in one :func:`~coordexp.rollout.ot.ot_targets_many`
+call, then the last phase per sample;
 :meth:`RolloutPreparer.prepare` is the same for a batch of one. A pair's OT targets are
 independent of its batch mates to the bit, so batching changes nothing but the cost.
 """
@@ -48,7 +50,7 @@ from coordexp.rollout.codec import TextCodec, bytes_and_lengths, check_codec
 from coordexp.rollout.counters import SampleCounters
 from coordexp.rollout.decoding import DecodeParams
 from coordexp.rollout.maskiou import GeometryBatch
-from coordexp.rollout.matching import MatchingConfig, MatchResult, match_batches
+from coordexp.rollout.matching import MatchingConfig, MatchResult, match_many
 from coordexp.rollout.ot import OTFailure, OTTarget, PolyOTConfig, ot_targets_many
 from coordexp.rollout.parity import check_policy, check_prompt_parity
 from coordexp.rollout.record import DecodeInfo, MatchSummary, ParseCounts, RolloutFlags, RolloutTarget
@@ -176,7 +178,8 @@ class _Matched:
 @attrs.frozen(eq=False)
 class _Pending:
     """One sample between phase 1 and phase 3: everything but its OT results. ``matched`` is None
-    for an invalid rollout (nothing is matched; every GT object is FN)."""
+    for an invalid rollout (nothing is matched; every GT object is FN), and for a valid one until
+    the batch's matching (:meth:`RolloutPreparer._pair_many`) fills it in."""
 
     sample_id: int | str | None
     gt: list[CoordObject]
@@ -339,8 +342,9 @@ class RolloutPreparer:
 
     # -- phases ---------------------------------------------------------------------------------
     def _prepare_batch(self, requests: Sequence[_Request]) -> list[PreparedSample]:
-        """Phase 1 (parity, align, trim, match) for each request in order, then one OT pass over
-        all matched pairs, then phase 3 (targets, overlength fallback, counters) in order.
+        """Phase 1 (parity, align, trim) for each request in order, the matching of every valid
+        rollout (mask IoUs of all samples together), then one OT pass over all matched pairs, then
+        phase 3 (targets, overlength fallback, counters) in order.
 
         Errors keep the per-sample order: when request ``i`` fails in phase 1, requests
         ``0..i-1`` still finish (so an error one of them raises in phase 3 wins, as it would
@@ -354,6 +358,12 @@ class RolloutPreparer:
             except Exception as exc:  # noqa: BLE001 - re-raised below, after the earlier samples
                 deferred = exc
                 break
+        valid = [f for f in fronts if isinstance(f, _Pending) and f.trim.valid]
+        found = iter(self._pair_many(valid))
+        fronts = [
+            attrs.evolve(f, matched=next(found)) if isinstance(f, _Pending) and f.trim.valid else f
+            for f in fronts
+        ]
         matched = [f.matched for f in fronts if isinstance(f, _Pending) and f.matched is not None]
         ot_lists = iter(self._ot_many(matched))
         prepared: list[PreparedSample] = []
@@ -376,7 +386,8 @@ class RolloutPreparer:
         sample_id: int | str | None,
     ) -> PreparedSample | _Pending:
         """Phase 1 of one sample: a dropped :class:`PreparedSample` on a prompt mismatch under
-        ``drop``, else the aligned, trimmed and (when valid) matched rollout."""
+        ``drop``, else the aligned and trimmed rollout (``matched`` is filled in by
+        :meth:`_pair_many` when the rollout is valid)."""
         if not isinstance(output, RolloutOutput):
             raise PipelineError(f"prepare expects a RolloutOutput, got {type(output).__name__}")
         gt = _check_gt(gt_objects, self.cfg)
@@ -417,8 +428,7 @@ class RolloutPreparer:
             retokenize_fail=trim.invalid_reason == RETOKENIZE_FAIL,
         )
         prompt_len = len(local_prompt_ids) if local_prompt_ids is not None else len(output.prompt_ids)
-        matched = self._pair(aligned, gt) if trim.valid else None
-        return _Pending(sample_id, gt, aligned, trim, matched, prompt_len, flags, counts, decode)
+        return _Pending(sample_id, gt, aligned, trim, None, prompt_len, flags, counts, decode)
 
     def _finish(self, pending: _Pending, ot_results: Sequence[OTTarget | OTFailure]) -> PreparedSample:
         """Phase 3 of one sample: prefix table and match summary from its OT results (one per
@@ -482,19 +492,29 @@ class RolloutPreparer:
             ends_with_eos=stop.ends_with_eos,
         )
 
-    def _pair(self, aligned: _AlignedRollout, gt: list[CoordObject]) -> _Matched:
-        """Match the valid records against the GT and pick the pairs that need poly OT."""
-        preds = [record for record in aligned.parse.records if record.valid]
-        # Valid records and CoordObjects already hold checked CoordJSON geometries: stack them
-        # once, unvalidated; matching and OT share the stacks.
-        pred_geoms = GeometryBatch.from_bins([r.geom_key for r in preds], [r.values for r in preds])
-        gt_geoms = GeometryBatch.from_bins([o.geom_key for o in gt], [o.values for o in gt])
-        result = match_batches(pred_geoms, gt_geoms, self.cfg.matching)
-        ot_pairs: list[tuple[int, int]] = []
-        if self.cfg.uses_poly_ot:
-            pred_box, gt_box = pred_geoms.is_box.tolist(), gt_geoms.is_box.tolist()
-            ot_pairs = [(p, g) for p, g, _ in result.pairs if not (pred_box[p] and gt_box[g])]
-        return _Matched(result, pred_geoms, gt_geoms, tuple(ot_pairs))
+    def _pair_many(self, pending: Sequence[_Pending]) -> list[_Matched]:
+        """Match each valid rollout's valid records against its GT (one
+        :func:`~coordexp.rollout.matching.match_many` call) and pick the pairs that need poly OT."""
+        stacks = []
+        for sample in pending:
+            preds = [record for record in sample.aligned.parse.records if record.valid]
+            # Valid records and CoordObjects already hold checked CoordJSON geometries: stack them
+            # once, unvalidated; matching and OT share the stacks.
+            stacks.append(
+                (
+                    GeometryBatch.from_bins([r.geom_key for r in preds], [r.values for r in preds]),
+                    GeometryBatch.from_bins([o.geom_key for o in sample.gt], [o.values for o in sample.gt]),
+                )
+            )
+        out = []
+        results = match_many(stacks, self.cfg.matching)
+        for (pred_geoms, gt_geoms), result in zip(stacks, results, strict=True):
+            ot_pairs: list[tuple[int, int]] = []
+            if self.cfg.uses_poly_ot:
+                pred_box, gt_box = pred_geoms.is_box.tolist(), gt_geoms.is_box.tolist()
+                ot_pairs = [(p, g) for p, g, _ in result.pairs if not (pred_box[p] and gt_box[g])]
+            out.append(_Matched(result, pred_geoms, gt_geoms, tuple(ot_pairs)))
+        return out
 
     def _ot_many(self, matched: Sequence[_Matched]) -> list[list[OTTarget | OTFailure]]:
         """The OT results of every sample's ``ot_pairs`` (one list per sample, in pair order),
