@@ -21,14 +21,14 @@ timing, the cyclic garbage collector is run and the objects alive then (samples,
 are frozen out of later collections, so that a full collection triggered by the bench's own data
 cannot land in one variant's timed window.
 
-``--batch N`` (default 1) prepares N samples per call: 1 is a :meth:`RolloutPreparer.prepare`
-call per sample (the per-sample loop), N > 1 one :meth:`RolloutPreparer.prepare_many` call per
-N consecutive samples, as Stage-2 prepares a decode batch (all samples' poly OT in one batched
-pass; identical targets). The alternating chunks are then the smallest multiple of N that holds
+``--batch N`` (default 16) prepares N samples per call: N > 1 is one
+:meth:`RolloutPreparer.prepare_many` call per N consecutive samples, as Stage-2 prepares a decode
+batch (the batch's maskIoU rasters and poly OT in one pass each; identical targets), 1 is a
+:meth:`RolloutPreparer.prepare` call per sample (the per-sample loop). The alternating chunks are then the smallest multiple of N that holds
 :data:`CHUNK` samples, and the per-sample latencies (``ms_per_sample_*``) are each call's time
 divided by the samples it prepared.
 
-    python bench/rollout_prep.py [--samples 300] [--seed 0] [--batch 1]
+    python bench/rollout_prep.py [--samples 300] [--seed 0] [--batch 16]
 """
 
 from __future__ import annotations
@@ -198,8 +198,9 @@ def main() -> None:
     parser.add_argument(
         "--batch",
         type=int,
-        default=1,
-        help="samples per preparation call: 1 = prepare() per sample, N > 1 = prepare_many() on N",
+        default=16,
+        help="samples per preparation call: N > 1 = prepare_many() on N (a decode batch, as Stage-2 "
+        "prepares it; default 16), 1 = prepare() per sample",
     )
     args = parser.parse_args()
     if args.batch < 1:
