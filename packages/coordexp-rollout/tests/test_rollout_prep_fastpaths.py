@@ -16,12 +16,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pycocotools import mask as coco_mask
 
 from coordexp.core.coordjson.serialize import CoordObject, serialize
 from coordexp.core.errors import PipelineError
 from coordexp.rollout import ot as ot_mod
-from coordexp.rollout.maskiou import Geometry, GeometryBatch
 from coordexp.rollout.ot import ot_targets
 from coordexp.rollout.prepare import ROLLOUT_ALIGNED, TWO_CHANNEL, PrepareConfig, RolloutPreparer
 from coordexp.rollout.record import RolloutTarget, _built, _certainly_valid
@@ -193,31 +191,6 @@ def test_quick_validity_never_accepts_a_rejected_record(target: RolloutTarget, d
         fields[data.draw(st.sampled_from(["prefix_len", "prompt_len"]))] = data.draw(values)
     mutated = _built(RolloutTarget, **fields)
     assert not _certainly_valid(mutated) or _passes_in_detail(mutated)
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    shapes=st.lists(
-        st.lists(st.tuples(st.integers(0, 999), st.integers(0, 999)), min_size=2, max_size=7),
-        min_size=1,
-        max_size=6,
-    ),
-    resolution=st.sampled_from([16, 64, 256]),
-)
-def test_ring_views_rasterize_like_lists(shapes, resolution: int) -> None:
-    geometries = [
-        Geometry("bbox_2d", (*pts[0], *pts[1]))
-        if len(pts) == 2
-        else Geometry("poly", tuple(v for p in pts for v in p))
-        for pts in shapes
-    ]
-    batch = GeometryBatch.of(geometries)
-    views = batch.canvas_ring_arrays(resolution)
-    lists = batch.canvas_rings(resolution)
-    assert [v.tolist() for v in views] == lists
-    from_views = coco_mask.frPyObjects(views, resolution, resolution)
-    from_lists = coco_mask.frPyObjects(lists, resolution, resolution)
-    assert [r["counts"] for r in from_views] == [r["counts"] for r in from_lists]
 
 
 @pytest.mark.parametrize("size", [8, 16, 24])

@@ -200,16 +200,17 @@ def stack_points(geometries: Sequence[Geometry]) -> PointStack:
     return _stack_rings([_ring_values(g) for g in geometries])
 
 
-def _canvas_rings_of(stack: PointStack, resolution: int, rows: np.ndarray | None = None) -> list[list[float]]:
-    flat = (stack.points * ((resolution - 1) / MAX_BIN)).reshape(-1).tolist()
-    bounds = (2 * stack.offsets).tolist()
-    picked = range(len(bounds) - 1) if rows is None else rows.tolist()
-    return [flat[bounds[i] : bounds[i + 1]] for i in picked]
+def _to_canvas(points: np.ndarray, resolution: int) -> np.ndarray:
+    """Clamped bin coordinates (float64, any shape) projected onto the R×R canvas: ``v·(R−1)/999``."""
+    return points * ((resolution - 1) / MAX_BIN)
 
 
 def canvas_rings(geometries: Sequence[Geometry], resolution: int) -> list[list[float]]:
     """Each geometry's ring on the R×R canvas: flat ``[x, y, ...]`` after clamp and projection."""
-    return _canvas_rings_of(stack_points(geometries), resolution)
+    stack = stack_points(geometries)
+    flat = _to_canvas(stack.points, resolution).reshape(-1).tolist()
+    bounds = (2 * stack.offsets).tolist()
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 @attrs.frozen(eq=False)
@@ -234,8 +235,6 @@ class GeometryBatch:
     aabb: np.ndarray
     whole: np.ndarray
     exact_box: np.ndarray
-    # resolution -> (flat float64 canvas coordinates, ring bounds), filled on first use
-    _canvas: dict[int, tuple[np.ndarray, list[int]]] = attrs.field(init=False, factory=dict, repr=False)
 
     @classmethod
     def of(cls, geometries: Sequence[Any], side: str = "geometries") -> GeometryBatch:
@@ -318,30 +317,6 @@ class GeometryBatch:
         """int64 ``[n, 4]`` pixel rectangles of the AABBs on the R×R canvas
         (:func:`~coordexp.rollout.boxraster.box_pixel_rects`): the raster itself for an exact box."""
         return box_pixel_rects(self.aabb, resolution)
-
-    def canvas_rings(
-        self, resolution: int, rows: Sequence[int] | np.ndarray | None = None
-    ) -> list[list[float]]:
-        """The rings of ``rows`` (geometry indices; default: all) on the R×R canvas, as
-        :func:`canvas_rings`."""
-        return [ring.tolist() for ring in self.canvas_ring_arrays(resolution, rows)]
-
-    def canvas_ring_arrays(
-        self, resolution: int, rows: Sequence[int] | np.ndarray | None = None
-    ) -> list[np.ndarray]:
-        """:meth:`canvas_rings` as read-only float64 views ``[2k]`` of one array (what pycocotools
-        converts a ring to anyway, without a Python float per coordinate)."""
-        canvas = self._canvas.get(resolution)
-        if canvas is None:
-            flat = (self.stack.points * ((resolution - 1) / MAX_BIN)).reshape(-1)
-            flat.flags.writeable = False
-            canvas = self._canvas[resolution] = (flat, (2 * self.stack.offsets).tolist())
-        flat, bounds = canvas
-        if rows is None:
-            rows = range(len(bounds) - 1)
-        elif isinstance(rows, np.ndarray):
-            rows = rows.tolist()
-        return [flat[bounds[i] : bounds[i + 1]] for i in rows]
 
 
 @attrs.frozen
@@ -581,7 +556,7 @@ def _rasterize_inexact(batches: Sequence[GeometryBatch], resolution: int) -> tup
     all_points = np.concatenate([batch.stack.points for batch in batches])
     points = np.take(all_points, np.take(starts, owner) + rank, axis=0)
     ring_offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(sizes)])
-    return ring_of, rasterize_rings(points * ((resolution - 1) / MAX_BIN), ring_offsets, resolution)
+    return ring_of, rasterize_rings(_to_canvas(points, resolution), ring_offsets, resolution)
 
 
 def _iou_upper_bound(overlap: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
