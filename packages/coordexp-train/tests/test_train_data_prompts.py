@@ -69,11 +69,11 @@ def test_coco_80_appends_the_official_names() -> None:
 def test_all_variants_differ_and_hash_distinctly() -> None:
     hashes = {
         prompt_sha256(resolve_prompt(v, o, f))
-        for v in ("default", "coco_80", "compact")
+        for v in ("default", "coco_80", "compact", "minimal")
         for o in ("sorted", "random")
         for f in ("desc_first", "geometry_first")
     }
-    assert len(hashes) == 12
+    assert len(hashes) == 16
 
 
 def test_compact_variant_is_registered_by_coordexp_train() -> None:
@@ -89,6 +89,17 @@ def test_compact_variant_is_registered_by_coordexp_train() -> None:
     assert geometry_first.endswith("objects in any order.")
     default = resolve_prompt("default", "sorted", "desc_first")
     assert len(pair.system) + len(pair.user) < (len(default.system) + len(default.user)) / 4
+
+
+def test_minimal_variant_names_format_field_order_and_ordering() -> None:
+    assert available_prompt_variants()["minimal"] == "coordexp-train"
+    pair = resolve_prompt("minimal", "sorted", "desc_first")
+    assert pair == PromptPair(system="CoordJSON, desc first, sorted.", user="Detect all objects.")
+    assert resolve_prompt("minimal", "random", "geometry_first").system == "CoordJSON, geometry first, any order."
+    compact = resolve_prompt("compact", "sorted", "desc_first")
+    assert len(pair.system) + len(pair.user) < (len(compact.system) + len(compact.user)) / 3
+    with pytest.raises(ConfigError, match="custom.object_ordering"):
+        resolve_prompt("minimal", "shuffled", "desc_first")
 
 
 _SUBPROCESS = textwrap.dedent(
