@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def test_demo_runs_the_whole_chain(tmp_path):
     out = tmp_path / "demo"
     command = [
-        sys.executable, "-m", "coordexp.train.cli.main", "demo", "--out", str(out), "--train", "24", "--val", "4",
+        sys.executable, "-m", "coordexp.train.cli.main", "demo", "--out", str(out), "--train", "40", "--val", "4",
         "--no-progress", "--seed", "3", "--vision-steps", "2",
         "training.max_steps=4", "training.eval_steps=2", "training.save_steps=4",
     ]
@@ -31,11 +31,14 @@ def test_demo_runs_the_whole_chain(tmp_path):
     assert summary["vision_pretrain"]["steps"] == 2
     vision = json.loads((out / "model_vision" / "vision_pretrain.json").read_text())
     assert vision["final"]["step"] == 2 and vision["settings"]["seed"] == 3
+    assert vision["settings"]["subcells"] == 8
+    model_config = json.loads((out / "model" / "config.json").read_text())
+    assert model_config["text_config"]["num_hidden_layers"] == 3  # the demo's `tiny3` preset
     config = json.loads(json.loads((out / "stage1" / "run_manifest.json").read_text())["config"])
     assert config["model"]["model"] == str(out / "model_vision")  # Stage-1 starts from the pretrained tower
     assert config["training"]["seed"] == 3  # --seed reaches every step
     assert Path(summary["report"]).is_file() and f"report: {summary['report']}" in done.stdout
-    assert len((out / "data" / "train.jsonl").read_text().splitlines()) == 24
+    assert len((out / "data" / "train.jsonl").read_text().splitlines()) == 40
     assert len((out / "eval" / "gt_vs_pred.jsonl").read_text().splitlines()) == 4
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert "rollout/AP50" in json.dumps(metrics)

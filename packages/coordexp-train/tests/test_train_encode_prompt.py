@@ -33,7 +33,7 @@ def images(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("variant", ["default", "compact"])
+@pytest.mark.parametrize("variant", ["default", "compact", "minimal"])
 def test_prompt_encoder_equals_encode_prompt(processor, images, variant):
     pair = resolve_prompt(variant, "sorted", "desc_first")
     encoder = PromptEncoder(processor, pair)

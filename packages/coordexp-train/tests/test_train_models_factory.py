@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -217,7 +218,8 @@ def test_load_options_and_errors(checkpoint, tmp_path):
 
 
 def test_presets_enforce_qwen3vl_constraints():
-    assert set(PRESETS) == {"tiny", "small"}
+    assert set(PRESETS) == {"tiny", "tiny3", "small"}
+    assert attrs.evolve(get_preset("tiny3"), name="tiny", text_layers=2) == get_preset("tiny")
     base = get_preset("tiny")
     fields = {a.name: getattr(base, a.name) for a in base.__attrs_attrs__}
     for change, match in [

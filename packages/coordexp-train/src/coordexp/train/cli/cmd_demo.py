@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from coordexp.train.models.presets import PRESETS
+
 
 def _run(args: argparse.Namespace) -> int:
     from coordexp.train.recipes.demo import DemoSettings, run_demo
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", type=int, help="synthetic training images")
     p.add_argument("--val", type=int, help="synthetic validation images")
     p.add_argument("--seed", type=int)
-    p.add_argument("--preset", choices=("tiny", "small"))
+    p.add_argument("--preset", choices=tuple(PRESETS), help="model preset (default tiny3)")
     p.add_argument("--vision-steps", type=int, help="vision-tower pretraining steps before Stage-1 (0 = none)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. training.max_steps=50")
     p.add_argument("--no-progress", action="store_true")

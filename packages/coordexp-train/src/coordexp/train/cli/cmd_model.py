@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from coordexp.train.models.presets import PRESETS
+
 
 def _create(args: argparse.Namespace) -> int:
     from coordexp.train.models import create_model
@@ -50,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="create tiny models and add coord tokens to checkpoints")
     msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     c = msub.add_parser("create", help="random-init Qwen3-VL from a preset, saved with tokenizer + processor")
-    c.add_argument("--preset", default="tiny", choices=("tiny", "small"))
+    c.add_argument("--preset", default="tiny", choices=tuple(PRESETS))
     c.add_argument("--tokenizer", default="bundled", choices=("bundled", "qwen3"))
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--max-pixels", type=int, default=1024 * 1024)

@@ -35,7 +35,7 @@ class DemoSettings:
     n_train: int = 12000
     n_val: int = 200
     seed: int = 0
-    preset: str = "tiny"
+    preset: str = "tiny3"
     max_new_tokens: int = 160
     #: `coordexp model pretrain-vision` steps before Stage-1 (0 = start Stage-1 from the random tower)
     vision_steps: int = 1200

@@ -5,8 +5,8 @@ model does not, and learning shape through the language model's loss alone is sl
 "Demo results"). This recipe gives the tower a dense, cheap objective first: every merged vision
 token (what the language model receives) predicts the desc of the object whose box holds it, or
 background (`coordexp.train.vision.regions`), through a throwaway linear head. By default each
-token predicts that for each of its 4 × 4 sub-cells (``subcells``), so the features also say where
-box edges fall inside the token's cell. Only the vision tower and its mergers change; the language
+token predicts that for each of its 8 × 8 sub-cells (``subcells``), so the features also say where
+box edges fall inside the token's cell (to 4 pixels with the 32-pixel cells of patch 16 × merge 2). Only the vision tower and its mergers change; the language
 model's weights are copied unchanged.
 
 1. output directory, seeds              4. the loop: sampled batches → region loss → AdamW step
@@ -73,7 +73,7 @@ class VisionPretrainSettings:
     logging_steps: int = attrs.field(default=100, validator=[_non_negative_int, _positive])
     val_samples: int = attrs.field(default=200, validator=_non_negative_int)
     #: labels per merged token = ``subcells²`` (each an ``s × s`` share of its cell; 1 = one per token)
-    subcells: int = attrs.field(default=4, validator=[_non_negative_int, _positive])
+    subcells: int = attrs.field(default=8, validator=[_non_negative_int, _positive])
 
     @weight_decay.validator
     def _check_non_negative(self, attribute: attrs.Attribute, value: Any) -> None:
