@@ -14,6 +14,8 @@ the vision tower's submodules itself, so a replacement after loading is the only
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,7 +32,7 @@ class MatmulPatchEmbed(nn.Module):
             raise ValueError(f"patch embedding {proj} is not a whole-patch projection")
         self.proj = proj
         self.embed_dim = conv_embed.embed_dim
-        self.patch_numel = proj.in_channels * int(torch.tensor(proj.kernel_size).prod())
+        self.patch_numel = proj.in_channels * math.prod(proj.kernel_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         weight = self.proj.weight
