@@ -8,7 +8,7 @@ prompt is a constant prefix.
 
 * `compact`: the default prompt's contract in one line, about a fifth of the tokens (46 tokens of
   system text with the bundled tokenizer).
-* `minimal`: only names the format, the field order and the ordering (~10 tokens in all), for runs
+* `minimal`: only names the format, the field order and the ordering (~19 text tokens in all), for runs
   where the prefix is pure cost (the demo: a third more samples fit a 1,024-token pack).
 
 Both keep the output contract: CoordJSON, coordinate tokens, the configured field order and
