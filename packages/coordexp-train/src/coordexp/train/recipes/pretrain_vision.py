@@ -6,8 +6,8 @@ model does not, and learning shape through the language model's loss alone is sl
 token (what the language model receives) predicts the desc of the object whose box holds it, or
 background (`coordexp.train.vision.regions`), through a throwaway linear head. By default each
 token predicts that for each of its 8 × 8 sub-cells (``subcells``), so the features also say where
-box edges fall inside the token's cell (to 4 pixels with the 32-pixel cells of patch 16 × merge 2). Only the vision tower and its mergers change; the language
-model's weights are copied unchanged.
+box edges fall inside the token's cell (to 4 pixels with the 32-pixel cells of patch 16 × merge 2).
+Only the vision tower and its mergers change; the language model's weights are copied unchanged.
 
 1. output directory, seeds              4. the loop: sampled batches → region loss → AdamW step
 2. model + processor of the source       5. held-out accuracy on `val_jsonl` (optional)
