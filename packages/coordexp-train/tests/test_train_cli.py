@@ -94,15 +94,17 @@ def test_model_pretrain_vision_prints_its_accuracies(stage1_assets, tmp_path, ca
     argv = [
         "model", "pretrain-vision", str(stage1_assets.model_dir), "--data", str(stage1_assets.train_jsonl),
         "--val", str(stage1_assets.val_jsonl), "--out", str(out), "--steps", "2", "--batch-size", "2",
-        "--no-progress",
+        "--lr", "0.004", "--decay-fraction", "1", "--no-progress",
     ]
     assert main(argv) == 0
     first, second = capsys.readouterr().out.splitlines()
     result = json.loads(first)
     assert result["final"]["step"] == 2 and set(result["val"]) == {"ce", "cell_accuracy", "object_accuracy"}
+    assert result["final"]["lr"] == pytest.approx(0.002)  # the last of 2 steps decays to half
     assert second.startswith(f"wrote {out}") and (out / "model.safetensors").is_file()
     assert main(argv) == 2  # refuses to overwrite
     assert main([*argv[:-1], "--steps", "0"]) == 2  # settings are validated, one clear line
+    assert main([*argv[:-1], "--decay-fraction", "2"]) == 2
 
 
 def test_model_create_writes_a_loadable_checkpoint(tmp_path, capsys):

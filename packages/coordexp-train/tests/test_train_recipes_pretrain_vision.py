@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -15,6 +16,7 @@ from coordexp.train.recipes.pretrain_vision import (
     LOG_FILE,
     SUMMARY_FILE,
     VisionPretrainSettings,
+    lr_factor,
     pretrain_vision,
 )
 
@@ -94,8 +96,24 @@ def test_refusals_keep_existing_files(stage1_assets, tmp_path):
     [
         ("steps", 0), ("batch_size", -1), ("lr", 0.0), ("weight_decay", -0.1),
         ("seed", 1.5), ("logging_steps", True), ("subcells", 0),
+        ("decay_fraction", -0.1), ("decay_fraction", 1.5), ("decay_fraction", True),
     ],
 )
 def test_settings_are_validated_with_their_key_path(field, value):
     with pytest.raises(ConfigError, match=f"vision_pretrain.{field}"):
         VisionPretrainSettings(**{field: value})
+
+
+def test_lr_is_constant_then_decays_linearly_over_the_last_fraction():
+    assert [lr_factor(i, 10, 0.0) for i in range(10)] == [1.0] * 10
+    factors = [lr_factor(i, 10, 0.3) for i in range(10)]
+    assert factors[:8] == [1.0] * 8
+    assert factors[8:] == pytest.approx([2 / 3, 1 / 3])
+    assert [lr_factor(i, 4, 1.0) for i in range(4)] == pytest.approx([1.0, 0.75, 0.5, 0.25])
+
+
+def test_the_log_records_the_decayed_learning_rate(stage1_assets, tmp_path):
+    settings = attrs.evolve(FAST, decay_fraction=1.0, val_samples=0)
+    result = pretrain_vision(stage1_assets.model_dir, stage1_assets.train_jsonl, tmp_path / "m", settings, progress=False)
+    lrs = [line["lr"] for line in result.history]
+    assert lrs == pytest.approx([settings.lr, settings.lr * 2 / 3, settings.lr / 3])

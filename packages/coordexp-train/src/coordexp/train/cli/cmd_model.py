@@ -37,6 +37,7 @@ def _pretrain_vision(args: argparse.Namespace) -> int:
     given = {
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "logging_steps": args.logging_steps, "val_samples": args.val_samples, "subcells": args.subcells,
+        "decay_fraction": args.decay_fraction,
     }
     settings = VisionPretrainSettings(**{k: v for k, v in given.items() if v is not None})
     result = pretrain_vision(
@@ -80,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--logging-steps", type=int)
     v.add_argument("--val-samples", type=int)
     v.add_argument("--subcells", type=int, help="labels per merged token = subcells² (finer box edges)")
+    v.add_argument(
+        "--decay-fraction", type=float, help="last fraction of the steps over which lr decays linearly (0 = constant)"
+    )
     v.add_argument("--overwrite", action="store_true")
     v.add_argument("--no-progress", action="store_true")
     v.set_defaults(handler=_pretrain_vision)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from coordexp.train.data.prompts import PromptPair
 from coordexp.train.data.render import build_messages
+from coordexp.train.encode.pixels import PatchEncoder
 
 
 @attrs.frozen(eq=False)
@@ -58,8 +59,9 @@ class PromptEncoder:
 
     The prompt ids are a function of the pair and the image grid only (the processor expands the
     single `<|image_pad|>` to `t·h·w/merge²` copies), so the first image of each grid goes through
-    the full processor and its ids are kept; later images of that grid run only the image processor.
-    That skips the chat-template render, the tokenizer call and the processor's kwargs merging,
+    the full processor and its ids are kept; later images of that grid only get their pixel values,
+    from :class:`~coordexp.train.encode.pixels.PatchEncoder` (the image processor's exact output in
+    about a third of its time). That skips the chat-template render, the tokenizer call and the processor's kwargs merging,
     about half of `encode_prompt`'s CPU time. Results equal `encode_prompt` (tested). The cache
     holds one id tensor per distinct grid: small even for natural-image data sets.
     """
@@ -70,6 +72,7 @@ class PromptEncoder:
         # The template renders an image part as markup only, so the text does not depend on the path.
         self.text = render_prompt(processor, pair, "image")
         self._ids: dict[tuple[int, ...], torch.Tensor] = {}
+        self._pixels = PatchEncoder(processor)
         # `<|image_pad|>` is one special token, so expanding it to n copies adds n - 1 ids.
         self._one_pad_len = len(processor.tokenizer([self.text])["input_ids"][0])
 
@@ -85,8 +88,8 @@ class PromptEncoder:
     def __call__(self, image_path: str) -> EncodedPrompt:
         with Image.open(image_path) as img:
             image = img.convert("RGB")
-        vision = self.processor.image_processor(images=[image], return_tensors="pt")
-        grid = vision["image_grid_thw"].long()
+        vision = self._pixels([image])
+        grid = vision["image_grid_thw"]
         key = tuple(grid.flatten().tolist())
         ids = self._ids.get(key)
         if ids is None:
