@@ -32,6 +32,13 @@ def test_same_seed_gives_identical_bytes_and_other_seeds_differ(tmp_path: Path) 
     assert sum(a[k] != c[k] for k in a) > len(a) // 2
 
 
+def test_worker_processes_write_the_same_bytes_and_counts(tmp_path: Path) -> None:
+    one = synthesize(tmp_path / "one", n_train=40, n_val=9, seed=5, max_objects=4)
+    three = synthesize(tmp_path / "three", n_train=40, n_val=9, seed=5, max_objects=4, workers=3)
+    assert digest_tree(tmp_path / "one") == digest_tree(tmp_path / "three")
+    assert one.counts == three.counts and one.counts["objects"] > 0
+
+
 def test_image_i_does_not_depend_on_split_length(tmp_path: Path) -> None:
     synthesize(tmp_path / "small", n_train=3, n_val=1, seed=9)
     synthesize(tmp_path / "large", n_train=8, n_val=2, seed=9)
@@ -124,6 +131,8 @@ def test_object_sides_stay_inside_size_range(tmp_path: Path, size_range: tuple[f
         {"size_range": (0.0, 0.3)},
         {"size_range": (0.3, 1.2)},
         {"size_range": (0.3,)},
+        {"workers": 0},
+        {"workers": True},
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict) -> None:

@@ -66,6 +66,7 @@ def _synth(args: argparse.Namespace) -> int:
         size_range=args.object_size or SIZE_RANGE,
         bbox_only=args.bbox_only,
         coord_form=args.coord_form,
+        workers=args.workers,
     )
 
 
@@ -105,4 +106,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--bbox-only", action="store_true", help="polygons exported as boxes (stage2_two_channel)")
     s.add_argument("--coord-form", choices=("int", "token"), default="int")
+    s.add_argument("--workers", type=int, default=1, help="processes drawing images (the same files for any count)")
     s.set_defaults(handler=_synth)

@@ -97,6 +97,7 @@ def cmd_synth(
     size_range: tuple[float, float] = SIZE_RANGE,
     bbox_only: bool = False,
     coord_form: str = "int",
+    workers: int = 1,
     out: TextIO | None = None,
 ) -> int:
     """Write the synthetic data set, validate both files and print a summary (0 when they validate)."""
@@ -111,6 +112,7 @@ def cmd_synth(
         size_range=size_range,
         bbox_only=bbox_only,
         coord_form=coord_form,
+        workers=workers,
     )
     for line in result.summary_lines():
         print(line, file=stream)
