@@ -64,7 +64,8 @@ def run(n_images: int, size: int) -> dict[str, object]:
         totals["patch_encoder"] += t_ours
         totals["image_processor"] += t_base
         identical &= all(
-            torch.equal(x["pixel_values"], y["pixel_values"]) and torch.equal(x["image_grid_thw"], y["image_grid_thw"])
+            torch.equal(x["pixel_values"], y["pixel_values"])
+            and torch.equal(x["image_grid_thw"], y["image_grid_thw"])
             for x, y in zip(a, b, strict=True)
         )
     ratio = totals["patch_encoder"] / totals["image_processor"]

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("parse_scaling", "rollout_match", "rollout_prep", "pipeline_overhead", "stage1_step", "pixel_values")
+BENCHMARKS = (
+    "parse_scaling", "rollout_match", "rollout_prep", "pipeline_overhead", "stage1_step", "pixel_values",
+)
 
 
 def run_one(name: str) -> dict[str, object]:

@@ -44,7 +44,8 @@ def test_console_script_runs(tmp_path):
 
 
 def test_data_synth_then_validate(tmp_path, capsys):
-    assert main(["data", "synth", "--out", str(tmp_path / "d"), "--train", "3", "--val", "2", "--seed", "1", "--workers", "2"]) == 0
+    argv = ["data", "synth", "--out", str(tmp_path / "d"), "--train", "3", "--val", "2", "--seed", "1"]
+    assert main([*argv, "--workers", "2"]) == 0
     assert main(["data", "validate", str(tmp_path / "d" / "train.jsonl")]) == 0
     assert "records" in capsys.readouterr().out
 

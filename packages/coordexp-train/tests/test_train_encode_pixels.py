@@ -60,3 +60,11 @@ def test_images_it_cannot_reproduce_go_through_the_processor(tokenizer):
         _assert_same(encoder, processor, [image])
     mixed = [*_random_images([(64, 64)]), resized[0]]
     _assert_same(encoder, processor, mixed)
+
+
+def test_a_processor_too_small_for_the_calibration_strip_sends_everything_to_itself(tokenizer):
+    processor = build_processor(tokenizer, min_pixels=32 * 32, max_pixels=64 * 64)
+    encoder = PatchEncoder(processor)
+    images = _random_images([(64, 64), (32, 64)])
+    assert encoder.table is None and not any(encoder.handles(image) for image in images)
+    _assert_same(encoder, processor, images)

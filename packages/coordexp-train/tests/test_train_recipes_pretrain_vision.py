@@ -114,6 +114,8 @@ def test_lr_is_constant_then_decays_linearly_over_the_last_fraction():
 
 def test_the_log_records_the_decayed_learning_rate(stage1_assets, tmp_path):
     settings = attrs.evolve(FAST, decay_fraction=1.0, val_samples=0)
-    result = pretrain_vision(stage1_assets.model_dir, stage1_assets.train_jsonl, tmp_path / "m", settings, progress=False)
+    result = pretrain_vision(
+        stage1_assets.model_dir, stage1_assets.train_jsonl, tmp_path / "m", settings, progress=False
+    )
     lrs = [line["lr"] for line in result.history]
     assert lrs == pytest.approx([settings.lr, settings.lr * 2 / 3, settings.lr / 3])

@@ -106,5 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--bbox-only", action="store_true", help="polygons exported as boxes (stage2_two_channel)")
     s.add_argument("--coord-form", choices=("int", "token"), default="int")
-    s.add_argument("--workers", type=int, default=1, help="processes drawing images (the same files for any count)")
+    s.add_argument(
+        "--workers", type=int, default=1, help="processes drawing images (the same files for any count)"
+    )
     s.set_defaults(handler=_synth)

@@ -82,7 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--val-samples", type=int)
     v.add_argument("--subcells", type=int, help="labels per merged token = subcells² (finer box edges)")
     v.add_argument(
-        "--decay-fraction", type=float, help="last fraction of the steps over which lr decays linearly (0 = constant)"
+        "--decay-fraction",
+        type=float,
+        help="last fraction of the steps over which lr decays linearly (0 = constant)",
     )
     v.add_argument("--overwrite", action="store_true")
     v.add_argument("--no-progress", action="store_true")

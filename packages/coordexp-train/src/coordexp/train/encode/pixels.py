@@ -38,8 +38,9 @@ class PatchEncoder:
         self.patch = int(image_processor.patch_size)
         self.merge = int(image_processor.merge_size)
         self.temporal = int(image_processor.temporal_patch_size)
-        self.table = self._calibrate()  # [3, 256] float32: channel c, value v -> pixel value
-        self.flat_table = self.table.ravel()
+        # [3, 256] float32: channel c, value v -> pixel value; None = every image goes to the processor
+        self.table = self._calibrate()
+        self.flat_table = None if self.table is None else self.table.ravel()
         self.channel_offsets = (np.arange(3, dtype=np.int16) * _LEVELS)[None, :, None, None]
 
     def __call__(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
@@ -55,7 +56,9 @@ class PatchEncoder:
 
     def handles(self, image: Image.Image) -> bool:
         """True when ``image`` takes the table path: RGB, and a size the processor keeps (no resize)."""
-        return image.mode == "RGB" and self.processor.resized_image_size(image.height, image.width) == (
+        if self.table is None or image.mode != "RGB":
+            return False
+        return self.processor.resized_image_size(image.height, image.width) == (
             image.height,
             image.width,
         )
@@ -75,13 +78,16 @@ class PatchEncoder:
         out[:, :, :] = values[:, :, None]  # the temporal frames of an image are copies
         return out.reshape(blocks.shape[0], c * t * p * p)
 
-    def _calibrate(self) -> np.ndarray:
+    def _calibrate(self) -> np.ndarray | None:
         """Run the processor on an image whose pixel at column ``v`` is ``(v, v, v)`` and read each
-        channel's value for every level off its first temporal frame."""
+        channel's value for every level off its first temporal frame. None when the processor keeps
+        no such image (``max_pixels`` below a 256-pixel-wide strip): then nothing takes the table."""
         side = self.patch * self.merge
         width = -(-_LEVELS // side) * side
         height = side
         while self.processor.resized_image_size(height, width) != (height, width):
+            if height * width > self.processor.max_pixels:
+                return None
             height += side  # below min_pixels: grow until the processor keeps the size
         levels = np.minimum(np.arange(width), _LEVELS - 1).astype(np.uint8)
         image = np.ascontiguousarray(np.broadcast_to(levels[None, :, None], (height, width, 3)))

@@ -61,9 +61,10 @@ class PromptEncoder:
     single `<|image_pad|>` to `t·h·w/merge²` copies), so the first image of each grid goes through
     the full processor and its ids are kept; later images of that grid only get their pixel values,
     from :class:`~coordexp.train.encode.pixels.PatchEncoder` (the image processor's exact output in
-    about a third of its time). That skips the chat-template render, the tokenizer call and the processor's kwargs merging,
-    about half of `encode_prompt`'s CPU time. Results equal `encode_prompt` (tested). The cache
-    holds one id tensor per distinct grid: small even for natural-image data sets.
+    about a third of its time). That skips the chat-template render, the tokenizer call and the
+    processor's kwargs merging, about half of `encode_prompt`'s CPU time. Results equal
+    `encode_prompt` (tested). The cache holds one id tensor per distinct grid: small even for
+    natural-image data sets.
     """
 
     def __init__(self, processor: Any, pair: PromptPair) -> None:

@@ -83,7 +83,9 @@ class VisionPretrainSettings:
     @decay_fraction.validator
     def _check_fraction(self, attribute: attrs.Attribute, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(f"vision_pretrain.{attribute.name}", f"got {value!r}; expected a number in [0, 1]")
+            raise ConfigError(
+                f"vision_pretrain.{attribute.name}", f"got {value!r}; expected a number in [0, 1]"
+            )
 
     @weight_decay.validator
     def _check_non_negative(self, attribute: attrs.Attribute, value: Any) -> None:
