@@ -252,8 +252,16 @@ def synthesize(
     root = Path(out_dir).absolute()
     counts: dict[str, int] = {"objects": 0, "empty_images": 0}
     paths = {}
-    scene = _Scene(seed, tuple(tuple(size) for size in image_sizes), max_objects, empty_fraction, max_covered,
-                   tuple(size_range), bbox_only, coord_form)
+    scene = _Scene(
+        seed=seed,
+        image_sizes=tuple(tuple(size) for size in image_sizes),
+        max_objects=max_objects,
+        empty_fraction=empty_fraction,
+        max_covered=max_covered,
+        size_range=tuple(size_range),
+        bbox_only=bbox_only,
+        coord_form=coord_form,
+    )
     for split, n in (("train", n_train), ("val", n_val)):
         image_dir = root / "images" / split
         image_dir.mkdir(parents=True, exist_ok=True)
