@@ -7,8 +7,8 @@ preparation and a third of a vision-pretraining step. Rescale and normalize are 
 of one uint8 value per channel, so they are a 256-entry table per channel. :class:`PatchEncoder`
 builds that table by running the processor itself once, on a calibration image holding every
 value 0–255 in every channel, then lays out the uint8 patches first (one byte per value moved)
-and looks them up. The result equals the processor's output exactly (tested on real images), at
-about a third of its time.
+and looks them up. The result equals the processor's output exactly (tested against it on random
+images of several sizes and on every level of every channel), at about a third of its time.
 
 Images whose size the processor would change (``smart_resize``), or that are not RGB, go through
 the processor itself: this path only replaces work whose result it reproduces.

@@ -110,8 +110,9 @@ def lr_factor(step: int, steps: int, decay_fraction: float) -> float:
     ``D = decay_fraction · steps`` steps, then ``(steps − step) / D``, which falls linearly and is
     ``1 / D`` (never 0) at the last step.
 
-    Why a decay: at a constant rate the held-out CE was still noisy at the end; decaying over the
-    last 30 % lowered it from 0.104 to 0.087 (seed 0) and 0.114 to 0.088 (seed 1) at no cost in time.
+    Why a decay: on the demo's data, decaying over the last 30 % of 1,200 steps lowered the held-out
+    CE from 0.104 to 0.087 (seed 0) and 0.114 to 0.088 (seed 1) against a constant rate, at no cost
+    in time.
     """
     if decay_fraction == 0:
         return 1.0
