@@ -1,7 +1,8 @@
 """`coordexp demo` end to end on a few images and steps: the main job's whole chain runs from the CLI.
 
-synthesize → create the tiny model → pretrain its vision tower → Stage-1 (demo config, with an in-training val eval) → infer on
-val → COCO + F1 → report; the summary JSON names the metrics, timings and the report.
+synthesize → create the tiny model → probe this machine's step times against the 15-minute
+budget → pretrain its vision tower → Stage-1 (demo config, with an in-training val eval) → infer
+on val → COCO + F1 → report; the summary JSON names the metrics, timings, the budget plan and the report.
 """
 
 from __future__ import annotations
@@ -10,6 +11,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from coordexp.train.recipes import demo as demo_recipe
+from coordexp.train.recipes.demo import DemoSettings, run_demo
+from coordexp.train.recipes.demo_budget import MARGIN, MIN_STAGE1_FRACTION, StepTimes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +34,15 @@ def test_demo_runs_the_whole_chain(tmp_path):
     assert summary["steps"] == 4
     assert set(summary["metrics"]) == {"rollout/mAP", "rollout/AP50", "rollout/f1@0.50"}
     assert all(0.0 <= v <= 1.0 for v in summary["metrics"].values())
-    assert set(summary["timings_s"]) == {"setup_s", "vision_s", "train_s", "eval_s", "total_s"}
+    phases = {"startup_s", "setup_s", "probe_s", "vision_s", "train_s", "eval_s", "total_s"}
+    assert set(summary["timings_s"]) == phases
+    budget = summary["budget"]  # the default 15-minute budget: these few steps fit, so none are cut
+    assert budget["budget_s"] == 900.0 and budget["vision_fraction"] == budget["stage1_fraction"] == 1.0
+    assert (budget["vision_steps"], budget["stage1_steps"]) == (2, 4)
+    assert budget["vision_step_s"] > 0 and budget["stage1_step_s"] > 0
+    assert budget["reproduce"] == ["--budget", "0", "--vision-steps", "2", "training.max_steps=4"]
+    assert "the full counts fit" in done.stderr
+    assert not (out / "probe").exists()  # the probe's throwaway runs are removed
     assert summary["vision_pretrain"]["steps"] == 2
     vision = json.loads((out / "model_vision" / "vision_pretrain.json").read_text())
     assert vision["final"]["step"] == 2 and vision["settings"]["seed"] == 3
@@ -45,3 +60,59 @@ def test_demo_runs_the_whole_chain(tmp_path):
     log = [json.loads(line) for line in (out / "stage1" / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert any(entry.get("kind") == "eval" for entry in log)
     assert (out / "stage1" / "run_manifest.json").is_file()
+
+
+def test_a_budget_the_probe_says_is_too_short_cuts_stage1_first(tmp_path, monkeypatch, caplog):
+    # The probe is real in the test above; here it reports a slow machine so the plan must cut.
+    monkeypatch.setattr(demo_recipe, "probe_step_times", lambda *a, **k: StepTimes(1.0, 2.0, 0.0))
+    settings = DemoSettings(
+        n_train=40, n_val=4, seed=3, vision_steps=40, budget_s=300.0,
+        overrides=("training.max_steps=60", "training.eval_steps=100", "training.save_steps=100"),
+    )
+    summary = run_demo(tmp_path / "demo", settings, progress=False)
+    budget = summary["budget"]
+    # (1 − margin)·300 − elapsed − 70·2 ≈ 115 s: the 40 vision steps (40 s) stay whole and
+    # Stage-1 takes the cut
+    assert budget["vision_steps"] == 40 and budget["vision_fraction"] == 1.0
+    assert MIN_STAGE1_FRACTION < budget["stage1_fraction"] < ((1 - MARGIN) * 300 - 70 * 2 - 40) / (60 * 2)
+    assert abs(budget["stage1_steps"] - budget["stage1_fraction"] * 60) < 1
+    assert summary["steps"] == budget["stage1_steps"]
+    assert summary["vision_pretrain"]["steps"] == budget["vision_steps"]
+    assert budget["projected_total_s"] <= (1 - MARGIN) * 300
+
+
+def test_no_budget_runs_the_counts_as_given(tmp_path, monkeypatch):
+    def no_probe(*args, **kwargs):
+        raise AssertionError("no budget, no probe")
+
+    monkeypatch.setattr(demo_recipe, "probe_step_times", no_probe)
+    settings = DemoSettings(
+        n_train=40, n_val=4, seed=3, vision_steps=1, budget_s=None, overrides=("training.max_steps=2",)
+    )
+    summary = run_demo(tmp_path / "demo", settings, progress=False)
+    assert summary["budget"] is None and summary["steps"] == 2 and "probe_s" not in summary["timings_s"]
+
+
+@pytest.mark.parametrize("minutes", ["-1", "nan"])
+def test_a_budget_that_is_not_a_positive_time_fails_before_any_work(tmp_path, minutes):
+    out = tmp_path / "d"
+    command = [
+        sys.executable, "-m", "coordexp.train.cli.main", "demo", "--out", str(out), "--budget", minutes
+    ]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "demo.budget" in done.stderr
+    assert not out.exists()
+
+
+def test_a_budget_that_cuts_nothing_runs_the_same_demo_as_no_budget(tmp_path):
+    def demo(name, budget_s):
+        settings = DemoSettings(
+            n_train=40, n_val=4, seed=5, vision_steps=3, budget_s=budget_s, overrides=("training.max_steps=3",)
+        )
+        return run_demo(tmp_path / name, settings, progress=False)
+
+    budgeted, plain = demo("budgeted", 900.0), demo("plain", None)
+    assert budgeted["budget"]["stage1_fraction"] == 1.0 and plain["budget"] is None
+    assert budgeted["final_loss"] == plain["final_loss"]  # the probe draws no seed the runs use
+    assert budgeted["metrics"] == plain["metrics"]
+    assert budgeted["vision_pretrain"] == plain["vision_pretrain"]

@@ -7,25 +7,34 @@
 
 Step 3 stands in for the pretrained vision tower a real Qwen3-VL starts from: without it the
 tiny model learns colour and position but barely shape within the budget (README, "Demo results").
+
+With a time budget (the default: 15 minutes), steps 3 and 4 run at most `vision_steps` and the
+config's `training.max_steps`, scaled down by one factor when a probe of this machine's step times
+says they would overrun it (recipes/demo_budget.py); the summary records the counts that ran.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
 import attrs
 
+from coordexp.core.errors import ConfigError
 from coordexp.train.config import load_config
 from coordexp.train.data.synth import synthesize
 from coordexp.train.eval.evaluate import evaluate_dir
 from coordexp.train.models import create_model
+from coordexp.train.recipes.demo_budget import BudgetPlan, fit_steps, probe_step_times
 from coordexp.train.recipes.infer import run_inference
 from coordexp.train.recipes.pretrain_vision import VisionPretrainSettings, pretrain_vision
 from coordexp.train.recipes.train import run_training
 from coordexp.train.report import build_report
+
+log = logging.getLogger("coordexp.train")
 
 
 @attrs.frozen
@@ -40,13 +49,33 @@ class DemoSettings:
     max_new_tokens: int = 160
     #: `coordexp model pretrain-vision` steps before Stage-1 (0 = start Stage-1 from the random tower)
     vision_steps: int = 1200
+    #: wall-clock budget of the whole demo in seconds (None = run the step counts as given)
+    budget_s: float | None = attrs.field(default=900.0)
     overrides: tuple[str, ...] = ()
 
+    @budget_s.validator
+    def _check_budget(self, attribute: attrs.Attribute, value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise ConfigError("demo.budget", f"expected a positive number of seconds or None, got {value!r}")
 
-def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, progress: bool = True) -> dict[str, object]:
+
+def run_demo(
+    out: str | Path,
+    settings: DemoSettings = DemoSettings(),
+    *,
+    progress: bool = True,
+    started_at: float | None = None,
+) -> dict[str, object]:
+    """Run the demo into `out`; `started_at` is the `time.time()` at which the user's command started
+    (default: now), so that the budget also counts what ran before this call (imports)."""
     out = Path(out)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    if started_at is not None:
+        timings["startup_s"] = max(0.0, time.time() - started_at)
+    origin = t0 - timings.get("startup_s", 0.0)  # the budget and total_s count from the command's start
 
     data = out / "data"
     synthesize(
@@ -61,14 +90,28 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, progre
     model_dir = create_model(settings.preset, "bundled", settings.seed, out / "model", overwrite=True)
     timings["setup_s"] = time.perf_counter() - t0
 
+    stage1_overrides = (
+        f"custom.train_jsonl={data / 'train.jsonl'}",
+        f"custom.val_jsonl={data / 'val.jsonl'}",
+        f"training.seed={settings.seed}",  # one seed for data, model, pretraining and Stage-1
+        *settings.overrides,
+    )
+    vision_steps, plan = settings.vision_steps, None
+    if settings.budget_s is not None:
+        elapsed_s = time.perf_counter() - origin
+        plan = _plan(settings, model_dir, data, stage1_overrides, out / "probe", elapsed_s=elapsed_s)
+        vision_steps = plan.vision_steps
+        stage1_overrides = (*stage1_overrides, f"training.max_steps={plan.stage1_steps}")
+        timings["probe_s"] = plan.times.probe_s
+
     vision = None
-    if settings.vision_steps:
+    if vision_steps:
         tv = time.perf_counter()
         vision = pretrain_vision(
             model_dir,
             data / "train.jsonl",
             out / "model_vision",
-            VisionPretrainSettings(steps=settings.vision_steps, seed=settings.seed),
+            VisionPretrainSettings(steps=vision_steps, seed=settings.seed),
             val_jsonl=data / "val.jsonl",
             overwrite=True,
             progress=progress,
@@ -81,12 +124,9 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, progre
         settings.config,
         (
             f"model.model={model_dir}",
-            f"custom.train_jsonl={data / 'train.jsonl'}",
-            f"custom.val_jsonl={data / 'val.jsonl'}",
             f"training.output_dir={run_dir}",
             f"training.logging_dir={run_dir / 'logs'}",
-            f"training.seed={settings.seed}",  # one seed for data, model, pretraining and Stage-1
-            *settings.overrides,
+            *stage1_overrides,
         ),
     )
     t1 = time.perf_counter()
@@ -99,16 +139,53 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings(), *, progre
     metrics = evaluate_dir(eval_dir, metrics=("coco", "f1")).metrics
     report = build_report(eval_dir, run=run_dir)
     timings["eval_s"] = time.perf_counter() - t2
-    timings["total_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - origin
 
     summary = {
         "metrics": {k: metrics[k] for k in ("rollout/mAP", "rollout/AP50", "rollout/f1@0.50") if k in metrics},
         "final_loss": result.history[-1].metrics.get("loss/total") if result.history else None,
         "steps": len(result.history),
-        "vision_pretrain": None if vision is None else {"steps": settings.vision_steps, "val": vision.val},
+        "vision_pretrain": None if vision is None else {"steps": vision_steps, "val": vision.val},
+        "budget": None if plan is None else plan.as_dict(),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "report": str(report.index),
         "run_dir": str(run_dir),
     }
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+def _plan(
+    settings: DemoSettings, model_dir: Path, data: Path, stage1_overrides: tuple[str, ...], scratch: Path, *, elapsed_s: float
+) -> BudgetPlan:
+    """Probe this machine's step times and fit the step counts to `settings.budget_s`."""
+    reference = load_config(settings.config, (f"model.model={model_dir}", *stage1_overrides)).config
+    reference = reference.training.max_steps
+    if not reference:
+        raise ConfigError(
+            "training.max_steps",
+            "the demo's time budget scales training.max_steps, which is unset; set it or run with --budget 0",
+        )
+    times = probe_step_times(
+        model_dir,
+        data / "train.jsonl",
+        settings.config,
+        stage1_overrides,
+        scratch,
+        seed=settings.seed,
+        vision=settings.vision_steps > 0,
+    )
+    plan = fit_steps(
+        settings.budget_s,
+        elapsed_s + times.probe_s,
+        times,
+        vision_steps=settings.vision_steps,
+        stage1_steps=int(reference),
+    )
+    log.info("%s", plan.describe())
+    if plan.projected_total_s > settings.budget_s:
+        log.warning(
+            "this machine cannot run the demo within %.1f min even at one step per phase",
+            settings.budget_s / 60,
+        )
+    return plan

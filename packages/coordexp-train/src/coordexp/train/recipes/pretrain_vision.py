@@ -65,7 +65,8 @@ class VisionPretrainSettings:
     ``steps`` optimizer steps of ``batch_size`` images each, drawn with replacement from the
     training set by a NumPy generator seeded with ``seed``; AdamW at ``lr`` (``weight_decay``), held
     constant and then decayed linearly towards 0 over the last ``decay_fraction`` of the steps (0 =
-    constant to the end; see :func:`lr_factor`); a log line every ``logging_steps``; ``val_samples``
+    constant to the end; see :func:`lr_factor`); a log line every ``logging_steps`` (window means, the
+    lr, and ``step_s``, the mean wall-clock seconds per step of the window); ``val_samples``
     (0 = none) first records of the val file.
     """
 
@@ -238,7 +239,7 @@ def pretrain_vision(
         optimizer, lambda step: lr_factor(step, settings.steps, settings.decay_fraction)
     )
     history: list[dict[str, float]] = []
-    window = ZERO
+    window, window_start, window_steps = ZERO, time.perf_counter(), 0
     bar = _progress(settings.steps, progress)
     with (out / LOG_FILE).open("w") as log:
         for step in range(1, settings.steps + 1):
@@ -251,15 +252,16 @@ def pretrain_vision(
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
-            window = window + stats
+            window, window_steps = window + stats, window_steps + 1
             if step % settings.logging_steps == 0 or step == settings.steps:
-                line = {**_stats_line(step, window), "lr": lr}
+                now = time.perf_counter()
+                line = {**_stats_line(step, window), "lr": lr, "step_s": (now - window_start) / window_steps}
                 history.append(line)
                 log.write(json.dumps(line) + "\n")
                 log.flush()
                 if bar is not None:
                     bar.set_postfix(ce=f"{line['ce']:.3f}", obj_acc=f"{line['object_accuracy']:.2f}")
-                window = ZERO
+                window, window_start, window_steps = ZERO, now, 0
             if bar is not None:
                 bar.update(1)
     if bar is not None:
