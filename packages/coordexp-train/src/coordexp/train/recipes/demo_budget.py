@@ -17,12 +17,16 @@ from __future__ import annotations
 import math
 import shutil
 import statistics
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 
 from coordexp.core.errors import ConfigError
+from coordexp.train.config import load_config
+from coordexp.train.recipes.pretrain_vision import VisionPretrainSettings, pretrain_vision
+from coordexp.train.recipes.train import run_training
 
 #: Stage-1 setup, its in-training evaluations and saves, pretraining setup and held-out check, and
 #: the final inference + COCO/F1 + report, in units of one Stage-1 step: measured 66 on a 2-core
@@ -167,12 +171,6 @@ def probe_step_times(
     ``scratch``, which is removed afterwards; Stage-1 takes the demo's config and ``overrides``
     with evaluation, saving and most steps switched off.
     """
-    import time
-
-    from coordexp.train.config import load_config
-    from coordexp.train.recipes.pretrain_vision import VisionPretrainSettings, pretrain_vision
-    from coordexp.train.recipes.train import run_training
-
     t0 = time.perf_counter()
     scratch = Path(scratch)
     try:
