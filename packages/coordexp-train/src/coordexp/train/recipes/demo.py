@@ -9,8 +9,8 @@ Step 3 stands in for the pretrained vision tower a real Qwen3-VL starts from: wi
 tiny model learns colour and position but barely shape within the budget (README, "Demo results").
 
 With a time budget (the default: 15 minutes), steps 3 and 4 run at most `vision_steps` and the
-config's `training.max_steps`, scaled down by one factor when a probe of this machine's step times
-says they would overrun it (recipes/demo_budget.py); the summary records the counts that ran.
+config's `training.max_steps`, cut (Stage-1 first) when a probe of this machine's step times says
+they would overrun it (recipes/demo_budget.py); the summary records the counts that ran.
 """
 
 from __future__ import annotations
@@ -156,12 +156,17 @@ def run_demo(
 
 
 def _plan(
-    settings: DemoSettings, model_dir: Path, data: Path, stage1_overrides: tuple[str, ...], scratch: Path, *, elapsed_s: float
+    settings: DemoSettings,
+    model_dir: Path,
+    data: Path,
+    stage1_overrides: tuple[str, ...],
+    scratch: Path,
+    *,
+    elapsed_s: float,
 ) -> BudgetPlan:
     """Probe this machine's step times and fit the step counts to `settings.budget_s`."""
-    reference = load_config(settings.config, (f"model.model={model_dir}", *stage1_overrides)).config
-    reference = reference.training.max_steps
-    if not reference:
+    training = load_config(settings.config, (f"model.model={model_dir}", *stage1_overrides)).config.training
+    if not training.max_steps:
         raise ConfigError(
             "training.max_steps",
             "the demo's time budget scales training.max_steps, which is unset; set it or run with --budget 0",
@@ -180,7 +185,7 @@ def _plan(
         elapsed_s + times.probe_s,
         times,
         vision_steps=settings.vision_steps,
-        stage1_steps=int(reference),
+        stage1_steps=int(training.max_steps),
     )
     log.info("%s", plan.describe())
     if plan.projected_total_s > settings.budget_s:
