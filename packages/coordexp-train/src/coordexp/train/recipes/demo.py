@@ -28,7 +28,7 @@ from coordexp.train.config import load_config
 from coordexp.train.data.synth import synthesize
 from coordexp.train.eval.evaluate import evaluate_dir
 from coordexp.train.models import create_model
-from coordexp.train.recipes.demo_budget import BudgetPlan, fit_steps, probe_step_times
+from coordexp.train.recipes.demo_budget import BudgetPlan, check_budget_s, fit_steps, probe_step_times
 from coordexp.train.recipes.infer import run_inference
 from coordexp.train.recipes.pretrain_vision import VisionPretrainSettings, pretrain_vision
 from coordexp.train.recipes.train import run_training
@@ -55,10 +55,8 @@ class DemoSettings:
 
     @budget_s.validator
     def _check_budget(self, attribute: attrs.Attribute, value: object) -> None:
-        if value is None:
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-            raise ConfigError("demo.budget", f"expected a positive number of seconds or None, got {value!r}")
+        if value is not None:  # None: no budget
+            check_budget_s(value)
 
 
 def run_demo(

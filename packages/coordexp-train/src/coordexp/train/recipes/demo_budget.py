@@ -110,6 +110,13 @@ class BudgetPlan:
         }
 
 
+def check_budget_s(value: object) -> None:
+    """Raise ConfigError (key `demo.budget`) unless `value` is a positive finite number of seconds."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (numeric and value > 0 and math.isfinite(value)):
+        raise ConfigError("demo.budget", f"expected a positive number of seconds, got {value!r}")
+
+
 def fit_steps(
     budget_s: float,
     elapsed_s: float,
@@ -130,8 +137,7 @@ def fit_steps(
     (``v = k·V``, ``s = k·f·S``). Each phase that runs keeps at least one step (the projection then
     exceeds the budget, which :meth:`BudgetPlan.describe` shows); a phase with 0 steps stays at 0.
     """
-    if not (budget_s > 0 and math.isfinite(budget_s)):
-        raise ConfigError("demo.budget", f"expected a positive number of seconds, got {budget_s!r}")
+    check_budget_s(budget_s)
     for name, steps in (("vision_steps", vision_steps), ("stage1_steps", stage1_steps)):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"demo.{name}", f"expected an int >= 0, got {steps!r}")
