@@ -16,7 +16,7 @@ import pytest
 
 from coordexp.train.recipes import demo as demo_recipe
 from coordexp.train.recipes.demo import DemoSettings, run_demo
-from coordexp.train.recipes.demo_budget import MARGIN, MIN_STAGE1_FRACTION, StepTimes
+from coordexp.train.recipes.demo_budget import FIXED_COST_IN_PACKS, MARGIN, MIN_STAGE1_FRACTION, StepTimes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,23 +62,43 @@ def test_demo_runs_the_whole_chain(tmp_path):
     assert (out / "stage1" / "run_manifest.json").is_file()
 
 
-def test_a_budget_the_probe_says_is_too_short_cuts_stage1_first(tmp_path, monkeypatch, caplog):
+def test_a_slow_probe_cuts_stage1_first_and_the_run_fixes_its_count_from_its_own_steps(tmp_path, monkeypatch):
     # The probe is real in the test above; here it reports a slow machine so the plan must cut.
-    monkeypatch.setattr(demo_recipe, "probe_step_times", lambda *a, **k: StepTimes(1.0, 2.0, 0.0))
+    slow = StepTimes(1.0, 2.0, 0.0, stage1_packs=4)  # 0.5 s per pack: the fixed costs take 140 s
+    monkeypatch.setattr(demo_recipe, "probe_step_times", lambda *a, **k: slow)
     settings = DemoSettings(
         n_train=40, n_val=4, seed=3, vision_steps=40, budget_s=300.0,
         overrides=("training.max_steps=60", "training.eval_steps=100", "training.save_steps=100"),
     )
     summary = run_demo(tmp_path / "demo", settings, progress=False)
     budget = summary["budget"]
-    # (1 − margin)·300 − elapsed − 70·2 ≈ 115 s: the 40 vision steps (40 s) stay whole and
+    # (1 − margin)·300 − elapsed − 280·0.5 ≈ 115 s: the 40 vision steps (40 s) stay whole and
     # Stage-1 takes the cut
     assert budget["vision_steps"] == 40 and budget["vision_fraction"] == 1.0
-    assert MIN_STAGE1_FRACTION < budget["stage1_fraction"] < ((1 - MARGIN) * 300 - 70 * 2 - 40) / (60 * 2)
-    assert abs(budget["stage1_steps"] - budget["stage1_fraction"] * 60) < 1
-    assert summary["steps"] == budget["stage1_steps"]
+    probed = budget["stage1_probed_steps"] / 60
+    assert MIN_STAGE1_FRACTION < probed < ((1 - MARGIN) * 300 - FIXED_COST_IN_PACKS * 0.5 - 40) / (60 * 2)
     assert summary["vision_pretrain"]["steps"] == budget["vision_steps"]
     assert budget["projected_total_s"] <= (1 - MARGIN) * 300
+    # This machine's real Stage-1 steps take far less than 2 s: at the end of warm-up the run
+    # finds time for all 60 (the budget never adds steps beyond the configured count).
+    assert summary["steps"] == budget["stage1_steps"] == 60 and budget["stage1_fraction"] == 1.0
+    assert budget["reproduce"][-1] == "training.max_steps=60"
+    manifest = json.loads((tmp_path / "demo" / "stage1" / "run_manifest.json").read_text())
+    assert manifest["horizon"] == {"total_steps": 60, "fixed_at": 20}
+
+
+def test_a_run_past_its_deadline_at_the_end_of_warmup_stops_one_step_later(tmp_path, monkeypatch):
+    fast = StepTimes(0.01, 0.02, 0.0, stage1_packs=2)
+    monkeypatch.setattr(demo_recipe, "probe_step_times", lambda *a, **k: fast)
+    monkeypatch.setattr(demo_recipe, "STAGE1_MARGIN", 0.9999)  # Stage-1's deadline: 0.03 s after the start
+    settings = DemoSettings(
+        n_train=40, n_val=4, seed=3, vision_steps=2, budget_s=300.0, overrides=("training.max_steps=60",)
+    )
+    summary = run_demo(tmp_path / "demo", settings, progress=False)
+    budget = summary["budget"]
+    assert budget["stage1_probed_steps"] == 60  # the probe saw time for every step
+    assert summary["steps"] == budget["stage1_steps"] == 21  # warm-up (20) + the one step always granted
+    assert budget["reproduce"] == ["--budget", "0", "--vision-steps", "2", "training.max_steps=21"]
 
 
 def test_no_budget_runs_the_counts_as_given(tmp_path, monkeypatch):

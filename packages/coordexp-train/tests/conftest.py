@@ -5,11 +5,12 @@ repository-level DDP test).
   at most 3 objects) plus a random tiny Qwen3-VL on the bundled vocabulary. Built once per
   session into the session's base temp directory; a second registration of the fixture (the
   repository-level conftest) finds the finished build and reuses it.
-* `train_stage1` (session): `train_stage1(out_dir, *overrides, force_resume=False, sgd_grads=None)
-  -> TrainResult`, the real recipe (`run_training(load_config(...))`) on `configs/demo/stage1.yaml`
-  pointed at the assets, with small test settings in front of the caller's overrides. Passing a
-  list as `sgd_grads` swaps AdamW for `RecordingSGD` over the same parameter groups, which appends
-  every step's gradients to that list.
+* `train_stage1` (session): `train_stage1(out_dir, *overrides, force_resume=False,
+  sgd_grads=None, decide_total=None) -> TrainResult`, the real recipe
+  (`run_training(load_config(...))`) on `configs/demo/stage1.yaml` pointed at the assets, with small
+  test settings in front of the caller's overrides. Passing a list as `sgd_grads` swaps AdamW for
+  `RecordingSGD` over the same parameter groups, which appends every step's gradients to that
+  list; `decide_total` is passed to `run_training`.
 * `stage1_baseline` (session): one uninterrupted 4-step run with checkpoints at steps 2 and 4, an
   evaluation at step 4, and the `coordexp.train` log records of the run.
 """
@@ -154,13 +155,18 @@ TrainFn = Callable[..., TrainResult]
 @pytest.fixture(scope="session")
 def train_stage1(stage1_assets: Stage1Assets) -> TrainFn:
     def train(
-        out_dir: Path, *overrides: str, force_resume: bool = False, sgd_grads: list | None = None
+        out_dir: Path,
+        *overrides: str,
+        force_resume: bool = False,
+        sgd_grads: list | None = None,
+        decide_total: Callable[[int, float], int] | None = None,
     ) -> TrainResult:
         resolved = load_config(str(DEMO_CONFIG), stage1_assets.overrides(out_dir, *overrides))
+        run = dict(force_resume=force_resume, progress=False, decide_total=decide_total)
         if sgd_grads is None:
-            return run_training(resolved, force_resume=force_resume, progress=False)
+            return run_training(resolved, **run)
         with _recipe_optimizer(lambda model, **rates: RecordingSGD(model, sgd_grads, **rates)):
-            return run_training(resolved, force_resume=force_resume, progress=False)
+            return run_training(resolved, **run)
 
     return train
 

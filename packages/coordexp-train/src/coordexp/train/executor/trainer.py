@@ -11,6 +11,11 @@ Per optimizer step, identically on every rank (spec 04 §4.1, 02 §2.9):
 6. gradient clipping, one optimizer and scheduler step;
 7. the step's metrics are reduced once (two fixed all-reduces) and logged on rank 0.
 
+With a `decide_total` callback the run's step count is fixed once, at the end of warm-up, from
+the step times measured so far (rank 0 decides, every rank receives it by one broadcast): the
+schedule's :class:`~coordexp.train.run.schedule.Horizon` takes it, and the learning rates are those
+of a run configured with that count from the start.
+
 The loss of each micro-batch is `world_size · Σ W_m·w_atom·num / D_g` (PipelineRunner), so
 gradients and logged losses do not depend on packing, accumulation or world size.
 """
@@ -18,7 +23,9 @@ gradients and logged losses do not depend on packing, accumulation or world size
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import statistics
 import time
 import traceback
 from collections.abc import Callable
@@ -33,6 +40,13 @@ from coordexp.core.pipeline.runner import PipelineRunner, reduce_denominators
 from coordexp.train.executor.dist import DistContext
 from coordexp.train.executor.prefetch import StepPrefetcher
 from coordexp.train.run.logsink import MetricsLog
+from coordexp.train.run.schedule import Horizon
+
+log = logging.getLogger("coordexp.train")
+
+#: ``decide_total(steps_done, median_step_s) -> total``: the run's step count, called once on every
+#: rank at the end of warm-up (rank 0's answer is used); clamped to ``[steps_done + 1, max_steps]``.
+DecideTotal = Callable[[int, float], int]
 
 EXECUTOR_KEYS: tuple[tuple[str, str], ...] = (
     ("train/grad_norm_max", "max"),
@@ -60,7 +74,8 @@ class StepResult:
 
 
 class Trainer:
-    """Runs `stage` with `runner` from `start_step` to `settings.max_steps`.
+    """Runs `stage` with `runner` from `start_step` to the horizon's total (`settings.max_steps`
+    without a horizon; it is also the most a `decide_total` may choose).
 
     `save(step)` and `evaluate(step)` are callables supplied by the run builder (they know the
     output layout and the eval data); the trainer only decides *when*.
@@ -82,7 +97,11 @@ class Trainer:
         save: Callable[[int], None] | None = None,
         evaluate: Callable[[int], dict[str, float]] | None = None,
         progress: bool = True,
+        horizon: Horizon | None = None,
+        decide_total: DecideTotal | None = None,
     ) -> None:
+        if decide_total is not None and (horizon is None or horizon.warmup_steps < 2):
+            raise ValueError("decide_total needs a horizon with at least 2 warm-up steps to time")
         self.accelerator = accelerator
         self.model = model
         self.optimizer = optimizer
@@ -96,7 +115,13 @@ class Trainer:
         self.save = save
         self.evaluate = evaluate
         self.progress = progress
+        self.horizon = horizon
+        self.decide_total = decide_total
         self.history: list[StepResult] = []
+
+    @property
+    def max_steps(self) -> int:
+        return self.horizon.total_steps if self.horizon is not None else self.settings.max_steps
 
     # ------------------------------------------------------------------------------------------
     def train(self, start_step: int = 0) -> list[StepResult]:
@@ -104,32 +129,36 @@ class Trainer:
         if self.progress and self.dist.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=self.settings.max_steps, initial=start_step, desc="train", dynamic_ncols=True)
+            bar = tqdm(total=self.max_steps, initial=start_step, desc="train", dynamic_ncols=True)
         prefetch = StepPrefetcher(
             lambda step: self.stage.prepare_step(step, self.dist.rank),
             start=start_step,
-            stop=self.settings.max_steps,
+            stop=self.max_steps,
             depth=self.settings.prefetch_steps,
         )
         try:
-            for step in range(start_step, self.settings.max_steps):
+            step = start_step
+            while step < self.max_steps:
                 result = self.train_step(step, prefetch.take)
                 self.history.append(result)
-                done = step + 1
+                step = done = step + 1
+                if self._deciding_at(done):
+                    self._fix_total(done, bar)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(self._postfix(result.metrics), refresh=False)
-                if done % self.settings.logging_steps == 0 or done == self.settings.max_steps or step == start_step:
+                first = done == start_step + 1
+                if done % self.settings.logging_steps == 0 or done == self.max_steps or first:
                     self.log.write(done, result.metrics)
                 if self.evaluate is not None and self.settings.eval_steps and (
-                    done % self.settings.eval_steps == 0 or done == self.settings.max_steps
+                    done % self.settings.eval_steps == 0 or done == self.max_steps
                 ):
                     prefetch.quiesce()  # evaluation encodes with the same tokenizer/processor
                     eval_metrics = self.evaluate(done)
                     if self.dist.is_main and eval_metrics:
                         self.log.write(done, eval_metrics, kind="eval")
                 if self.save is not None and (
-                    (self.settings.save_steps and done % self.settings.save_steps == 0) or done == self.settings.max_steps
+                    (self.settings.save_steps and done % self.settings.save_steps == 0) or done == self.max_steps
                 ):
                     prefetch.quiesce()
                     self.save(done)
@@ -138,6 +167,25 @@ class Trainer:
             if bar is not None:
                 bar.close()
         return self.history
+
+    def _deciding_at(self, done: int) -> bool:
+        horizon = self.horizon
+        return self.decide_total is not None and horizon.fixed_at is None and done == horizon.warmup_steps
+
+    def _fix_total(self, done: int, bar: Any) -> None:
+        """Ask `decide_total` for the run's step count (rank 0's answer, broadcast) and fix it."""
+        assert self.decide_total is not None and self.horizon is not None
+        step_s = statistics.median(r.metrics["time/step_s"] for r in self.history[1:])  # step 1 warms up
+        decided = self.dist.broadcast_object(int(self.decide_total(done, step_s)))
+        total = max(done + 1, min(int(decided), self.settings.max_steps))
+        self.horizon.fix(total, at_step=done)
+        log.info(
+            "step count fixed at step %d: %d steps (%.3f s per step so far; at most %d)",
+            done, total, step_s, self.settings.max_steps,
+        )
+        if bar is not None:
+            bar.total = total
+            bar.refresh()
 
     # ------------------------------------------------------------------------------------------
     def train_step(self, step: int, prepared: Callable[[int], Any] | None = None) -> StepResult:

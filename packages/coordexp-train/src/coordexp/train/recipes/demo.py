@@ -10,7 +10,8 @@ tiny model learns colour and position but barely shape within the budget (README
 
 With a time budget (the default: 15 minutes), steps 3 and 4 run at most `vision_steps` and the
 config's `training.max_steps`, cut (Stage-1 first) when a probe of this machine's step times says
-they would overrun it (recipes/demo_budget.py); the summary records the counts that ran.
+they would overrun it; Stage-1 fixes its own count again at the end of its warm-up, from its
+own step times (recipes/demo_budget.py). The summary records the counts that ran.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -28,7 +30,14 @@ from coordexp.train.config import load_config
 from coordexp.train.data.synth import synthesize
 from coordexp.train.eval.evaluate import evaluate_dir
 from coordexp.train.models import create_model
-from coordexp.train.recipes.demo_budget import BudgetPlan, check_budget_s, fit_steps, probe_step_times
+from coordexp.train.recipes.demo_budget import (
+    STAGE1_MARGIN,
+    BudgetPlan,
+    check_budget_s,
+    fit_steps,
+    probe_step_times,
+    stage1_decider,
+)
 from coordexp.train.recipes.infer import run_inference
 from coordexp.train.recipes.pretrain_vision import VisionPretrainSettings, pretrain_vision
 from coordexp.train.recipes.train import run_training
@@ -94,13 +103,19 @@ def run_demo(
         f"training.seed={settings.seed}",  # one seed for data, model, pretraining and Stage-1
         *settings.overrides,
     )
-    vision_steps, plan = settings.vision_steps, None
+    vision_steps, plan, decide_total = settings.vision_steps, None, None
     if settings.budget_s is not None:
         elapsed_s = time.perf_counter() - origin
-        plan = _plan(settings, model_dir, data, stage1_overrides, out / "probe", elapsed_s=elapsed_s)
+        scratch = out / "probe"
+        plan, training = _plan(settings, model_dir, data, stage1_overrides, scratch, elapsed_s=elapsed_s)
         vision_steps = plan.vision_steps
-        stage1_overrides = (*stage1_overrides, f"training.max_steps={plan.stage1_steps}")
         timings["probe_s"] = plan.times.probe_s
+        if 2 <= training.warmup_steps < training.max_steps:
+            deadline = origin + (1.0 - STAGE1_MARGIN) * settings.budget_s
+            decide_total = stage1_decider(deadline, packs=plan.times.stage1_packs)
+            log.info("Stage-1 fixes its count at the end of its warm-up (%d steps)", training.warmup_steps)
+        else:  # no warm-up steps to time: the probe's count is final
+            stage1_overrides = (*stage1_overrides, f"training.max_steps={plan.stage1_steps}")
 
     vision = None
     if vision_steps:
@@ -128,8 +143,11 @@ def run_demo(
         ),
     )
     t1 = time.perf_counter()
-    result = run_training(resolved, progress=progress)
+    result = run_training(resolved, progress=progress, decide_total=decide_total)
     timings["train_s"] = time.perf_counter() - t1
+    if decide_total is not None:
+        plan = plan.with_stage1_run(len(result.history), of=int(resolved.config.training.max_steps))
+        log.info("%s", plan.describe())
 
     t2 = time.perf_counter()
     eval_dir = out / "eval"
@@ -161,8 +179,9 @@ def _plan(
     scratch: Path,
     *,
     elapsed_s: float,
-) -> BudgetPlan:
-    """Probe this machine's step times and fit the step counts to `settings.budget_s`."""
+) -> tuple[BudgetPlan, Any]:
+    """Probe this machine's step times and fit the step counts to `settings.budget_s`; also returns
+    the config's `training` section."""
     training = load_config(settings.config, (f"model.model={model_dir}", *stage1_overrides)).config.training
     if not training.max_steps:
         raise ConfigError(
@@ -191,4 +210,4 @@ def _plan(
             "this machine cannot run the demo within %.1f min even at one step per phase",
             settings.budget_s / 60,
         )
-    return plan
+    return plan, training

@@ -6,10 +6,12 @@ same counts would overrun the 15 minutes. With a budget the demo first times a f
 phase on this machine (:func:`probe_step_times`: throwaway runs in a scratch directory, before
 any seed is drawn for the real ones), then :func:`fit_steps` cuts the counts until the projected
 total fits: Stage-1 first, the vision pretraining only once Stage-1 is down to a quarter of its
-steps. A budget never adds steps: the counts given are the most the demo runs. The chosen
-counts are logged and written to the demo summary with the command that reruns them exactly
-(`--budget 0`): the losses then depend only on the counts, the seed and the thread count, not on
-how fast the machine was.
+steps. The vision count is final there. Stage-1's count is fixed again at the end of its own
+warm-up (:func:`stage1_decider`), from the run's own step times and the time left, with a smaller
+margin: the probe ran minutes earlier and this machine's speed drifts. A budget never adds steps:
+the counts given are the most the demo runs. The counts that ran are logged and written to the
+demo summary with the command that reruns them exactly (`--budget 0`): the losses then depend only
+on the counts, the seed and the thread count, not on how fast the machine was.
 """
 
 from __future__ import annotations
@@ -18,26 +20,38 @@ import math
 import shutil
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
 
 from coordexp.core.errors import ConfigError
 from coordexp.train.config import load_config
+from coordexp.train.executor.trainer import DecideTotal
 from coordexp.train.recipes.pretrain_vision import VisionPretrainSettings, pretrain_vision
 from coordexp.train.recipes.train import run_training
 
 #: Stage-1 setup, its in-training evaluations and saves, pretraining setup and held-out check, and
-#: the final inference + COCO/F1 + report, in units of one Stage-1 step: measured 66 on a 2-core
-#: EPYC without AVX-512 (64 s at 0.96 s per step). They are the same kind of work as the steps, so
-#: they scale with them (the final evaluation: 29 s at 0.96 s per step there, 17 s at 0.56 s on
-#: the AVX-512 machine, ~30 steps on both).
-FIXED_COST_IN_STAGE1_STEPS = 70.0
+#: the final inference + COCO/F1 + report, in units of one Stage-1 pack (one micro-batch of the
+#: packed rows, so the unit does not change with the packs per step): measured 264 on a 2-core EPYC
+#: without AVX-512 (64 s at 0.24 s per pack). They are the same kind of work as the steps, so they
+#: scale with them (the final evaluation: 29 s at 0.24 s per pack there, 17 s at 0.14 s on the
+#: AVX-512 machine, ~120 packs on both).
+FIXED_COST_IN_PACKS = 280.0
 #: Share of the budget kept free for the machine's speed drifting during the run. On the 2-core
 #: EPYC the probed Stage-1 step came out 0.96 and 0.90 s, and the runs that followed took a median
 #: 1.08 and 1.07 s per step (+13 %, +19 %): 15 min 4 s with a 5 % margin, 14 min 50 s with 10 %.
 MARGIN = 0.15
+#: Share of the budget kept free when Stage-1's count is fixed at the end of its warm-up, from the
+#: run's own step times; the drift of the minutes after that point is covered by STAGE1_DRIFT.
+STAGE1_MARGIN = 0.02
+#: How much slower than in its warm-up the rest of Stage-1 may run. On the 2-core EPYC the demo's
+#: warm-up ran at 0.481 s per step and the whole run at a median 0.516 s (+7 %), with 8-step means
+#: of 0.435-0.561 s: the machine's speed drifts by ~10 % over minutes.
+STAGE1_DRIFT = 0.10
+#: What runs after Stage-1's warm-up besides its steps (its evaluations and saves, the final export,
+#: inference, COCO/F1 and the report), in packs: 53 s at 0.28 s per pack on the 2-core EPYC.
+AFTER_STAGE1_COST_IN_PACKS = 200.0
 #: Stage-1 keeps at least this share of its steps before the vision pretraining is cut too. A
 #: vision step costs a fifth of a Stage-1 step, and a tower pretrained for fewer steps is much
 #: weaker: on the 2-core EPYC, 1,200 + 500 steps reached AP50 0.336 where 710 + 591 (the same
@@ -51,11 +65,23 @@ VISION_PROBE_WINDOW = 8
 
 @attrs.frozen
 class StepTimes:
-    """Seconds per optimizer step measured on this machine (0.0 for a phase that does not run)."""
+    """Seconds per optimizer step measured on this machine (0.0 for a phase that does not run), and
+    the packs (micro-batches) one Stage-1 step of the probed config runs."""
 
     vision_step_s: float
     stage1_step_s: float
     probe_s: float
+    stage1_packs: int = attrs.field(kw_only=True)
+
+    @stage1_packs.validator
+    def _check_packs(self, attribute: attrs.Attribute, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"stage1_packs must be an int >= 1, got {value!r}")
+
+    @property
+    def pack_s(self) -> float:
+        """Seconds per Stage-1 pack: the unit of the fixed costs."""
+        return self.stage1_step_s / self.stage1_packs
 
 
 @attrs.frozen
@@ -71,6 +97,13 @@ class BudgetPlan:
     vision_steps: int
     stage1_steps: int
     projected_total_s: float
+    #: the Stage-1 count the probe projected, once the run fixed its own (None before that)
+    stage1_probed_steps: int | None = None
+
+    def with_stage1_run(self, steps: int, *, of: int) -> BudgetPlan:
+        """This plan with the Stage-1 count the run fixed (`steps` of the given `of`)."""
+        probed = self.stage1_steps
+        return attrs.evolve(self, stage1_steps=steps, stage1_fraction=steps / of, stage1_probed_steps=probed)
 
     @property
     def full(self) -> bool:
@@ -87,12 +120,17 @@ class BudgetPlan:
             if self.full
             else f"cut to fit (vision x{self.vision_fraction:.2f}, Stage-1 x{self.stage1_fraction:.2f})"
         )
+        if self.stage1_probed_steps is None:
+            stage1 = f"{self.stage1_steps} Stage-1 steps by the probe"
+            tail = f"projected total {self.projected_total_s / 60:.1f} min"
+        else:
+            probed = self.stage1_probed_steps
+            stage1 = f"{self.stage1_steps} Stage-1 steps as fixed in its warm-up (probe: {probed})"
+            tail = f"rerun exactly: coordexp demo {' '.join(self.reproduce_args())}"
         return (
             f"budget {self.budget_s / 60:.1f} min: {fitted}: {self.vision_steps} vision-pretraining steps "
-            f"({self.times.vision_step_s:.3f} s each), {self.stage1_steps} Stage-1 steps "
-            f"({self.times.stage1_step_s:.3f} s each); "
-            f"projected total {self.projected_total_s / 60:.1f} min. "
-            f"Rerun exactly: coordexp demo {' '.join(self.reproduce_args())}"
+            f"({self.times.vision_step_s:.3f} s each), {stage1} "
+            f"({self.times.stage1_step_s:.3f} s each by the probe); {tail}"
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -104,8 +142,10 @@ class BudgetPlan:
             "stage1_steps": self.stage1_steps,
             "vision_step_s": round(self.times.vision_step_s, 4),
             "stage1_step_s": round(self.times.stage1_step_s, 4),
+            "stage1_packs": self.times.stage1_packs,
             "probe_s": round(self.times.probe_s, 1),
             "projected_total_s": round(self.projected_total_s, 1),
+            "stage1_probed_steps": self.stage1_probed_steps,
             "reproduce": self.reproduce_args(),
         }
 
@@ -124,13 +164,13 @@ def fit_steps(
     *,
     vision_steps: int,
     stage1_steps: int,
-    fixed_cost_in_stage1_steps: float = FIXED_COST_IN_STAGE1_STEPS,
+    fixed_cost_in_packs: float = FIXED_COST_IN_PACKS,
     margin: float = MARGIN,
     min_stage1_fraction: float = MIN_STAGE1_FRACTION,
 ) -> BudgetPlan:
     """The largest counts ``v <= V`` (vision) and ``s <= S`` (Stage-1) that satisfy
 
-    ``elapsed_s + v·t_v + s·t_s + fixed·t_s <= (1 - margin)·budget_s``,
+    ``elapsed_s + v·t_v + s·t_s + fixed·t_pack <= (1 - margin)·budget_s``,
 
     cutting Stage-1 first: the vision steps stay whole while Stage-1 keeps at least
     ``min_stage1_fraction`` of its steps; below that both keep the same share of that point
@@ -141,7 +181,7 @@ def fit_steps(
     for name, steps in (("vision_steps", vision_steps), ("stage1_steps", stage1_steps)):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"demo.{name}", f"expected an int >= 0, got {steps!r}")
-    fixed_s = fixed_cost_in_stage1_steps * times.stage1_step_s
+    fixed_s = fixed_cost_in_packs * times.pack_s
     available_s = (1.0 - margin) * budget_s - elapsed_s - fixed_s
     vision_s, stage1_s = vision_steps * times.vision_step_s, stage1_steps * times.stage1_step_s
     floor_s = vision_s + min_stage1_fraction * stage1_s  # vision whole, Stage-1 at its floor
@@ -205,4 +245,26 @@ def probe_step_times(
         stage1_step_s = statistics.median(r.metrics["time/step_s"] for r in history[2:])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return StepTimes(vision_step_s, float(stage1_step_s), time.perf_counter() - t0)
+    packs = int(resolved.config.training.effective_batch_size)
+    return StepTimes(vision_step_s, float(stage1_step_s), time.perf_counter() - t0, stage1_packs=packs)
+
+
+def stage1_decider(
+    deadline: float,
+    *,
+    packs: int,
+    after_cost_in_packs: float = AFTER_STAGE1_COST_IN_PACKS,
+    drift: float = STAGE1_DRIFT,
+    clock: Callable[[], float] = time.perf_counter,
+) -> DecideTotal:
+    """Stage-1's `decide_total`: as many more steps as fit before `deadline` (a `clock()` time)
+    together with what runs after them, at the step time the run measured in its warm-up made
+    `drift` slower; at least one."""
+    if isinstance(packs, bool) or not isinstance(packs, int) or packs < 1:
+        raise ValueError(f"packs must be an int >= 1, got {packs!r}")
+
+    def decide(done: int, step_s: float) -> int:
+        left_s = deadline - clock() - after_cost_in_packs * step_s / packs
+        return done + max(1, math.floor(left_s / (step_s * (1.0 + drift))))
+
+    return decide

@@ -30,7 +30,7 @@ from coordexp.train.encode.vocab import TokenizerInfo
 from coordexp.train.executor.dist import DistContext
 from coordexp.train.executor.optim import build_optimizer
 from coordexp.train.executor.selective import SelectiveLogitsLM
-from coordexp.train.executor.trainer import LoopSettings, StepResult, Trainer
+from coordexp.train.executor.trainer import DecideTotal, LoopSettings, StepResult, Trainer
 from coordexp.train.models.factory import load_model_and_processor
 from coordexp.train.run import checkpoint as ckpt
 from coordexp.train.run.logsink import MetricsLog
@@ -44,7 +44,7 @@ from coordexp.train.run.manifest import (
     write_manifest,
 )
 from coordexp.train.run.rng import capture_rng_state, restore_rng_state, seed_everything
-from coordexp.train.run.schedule import build_scheduler
+from coordexp.train.run.schedule import Horizon, build_scheduler
 from coordexp.train.stages.gt_packs import GTEncoder
 from coordexp.train.stages.stage1 import Stage1
 
@@ -61,7 +61,16 @@ class TrainResult:
     manifest: dict[str, Any]
 
 
-def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progress: bool = True) -> TrainResult:
+def run_training(
+    resolved: ResolvedConfig,
+    *,
+    force_resume: bool = False,
+    progress: bool = True,
+    decide_total: DecideTotal | None = None,
+) -> TrainResult:
+    """Run the config's training. `decide_total` (executor/trainer.py) fixes the step count at the end
+    of warm-up, at most the configured one; the count is kept in the checkpoints (resume continues
+    it) and in the run manifest (`horizon`)."""
     cfg = resolved.config
     training = cfg.training
     if cfg.variant != "stage1":
@@ -146,8 +155,9 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
         aligner_lr=training.aligner_lr,
         weight_decay=training.weight_decay,
     )
+    horizon = Horizon(max_steps, warmup_steps=training.warmup_steps)
     scheduler = build_scheduler(
-        optimizer, kind=training.lr_scheduler, warmup_steps=training.warmup_steps, total_steps=max_steps
+        optimizer, kind=training.lr_scheduler, warmup_steps=training.warmup_steps, total_steps=horizon
     )
     manifest = _manifest(resolved, info, prompt, train_set, val_set, stage, dist)
     start_step = 0
@@ -169,6 +179,9 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
         scheduler.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"][dist.rank] if dist.rank < len(state["rng"]) else state["rng"][0])
         start_step = int(meta["step"])
+        saved_horizon = meta.get("horizon") or {}
+        if saved_horizon.get("fixed_at") is not None:  # a count fixed in the saved run's warm-up
+            horizon.restore(int(saved_horizon["total_steps"]), int(saved_horizon["fixed_at"]))
         saved_plan = meta.get("data_position", {}).get("plan_sha256")
         if saved_plan != stage.plan_sha256:
             log.warning(
@@ -201,6 +214,7 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states}
             meta = {k: manifest[k] for k in ("pipeline_checksum", "strategy_sha256", "config_sha256")}
             meta["data_position"] = {"epoch": stage.schedule.epoch_of(step), "plan_sha256": stage.plan_sha256}
+            meta["horizon"] = horizon.as_dict()
             ckpt.save_checkpoint(output_dir, step, model_state=ckpt.unique_state_dict(model), state=state, meta=meta, keep_last=3)
 
     detection = _detection_eval_step(cfg, model, processor, info, prompt, val_set, dist, output_dir)
@@ -234,9 +248,15 @@ def run_training(resolved: ResolvedConfig, *, force_resume: bool = False, progre
         save=save if training.save_strategy == "steps" else None,
         evaluate=evaluate,
         progress=progress,
+        horizon=horizon,
+        decide_total=decide_total,
     )
     history = trainer.train(start_step)
     metrics_log.close()
+    if horizon.fixed_at is not None:
+        manifest["horizon"] = horizon.as_dict()
+        if dist.is_main:
+            write_manifest(output_dir, manifest)
 
     # 8. final export -----------------------------------------------------------------------
     final = None
