@@ -80,3 +80,18 @@ def test_a_resume_continues_the_count_fixed_before_the_checkpoint(train_stage1, 
 def test_deciding_needs_warmup_steps_to_time(train_stage1, tmp_path):
     with pytest.raises(ValueError, match="at least 2 warm-up steps"):
         train_stage1(tmp_path / "run", "training.warmup_steps=1", decide_total=Decider(3))
+
+
+def test_a_resume_inside_warmup_still_fixes_the_count_at_its_end(train_stage1, tmp_path):
+    saving = ("training.save_strategy=steps", "training.save_steps=2")
+    train_stage1(tmp_path / "first", *CAP, *saving)  # no decision: checkpoints at 2, 4, 6, 8
+    step2 = tmp_path / "first" / "checkpoints" / "step_2"
+    decide = Decider(5)
+    resumed = train_stage1(tmp_path / "resumed", *CAP, f"training.resume_from={step2}", decide_total=decide)
+    configured = train_stage1(tmp_path / "configured", "training.max_steps=5", "training.warmup_steps=3")
+
+    assert [done for done, _ in decide.calls] == [3]  # timed on the one step the resume ran before it
+    assert [r.step for r in resumed.history] == [2, 3, 4]
+    for mine, theirs in zip(resumed.history, configured.history[2:], strict=True):
+        assert math.isclose(mine.metrics["train/lr_max"], theirs.metrics["train/lr_max"], rel_tol=1e-9)
+        assert math.isclose(mine.metrics["loss/total"], theirs.metrics["loss/total"], rel_tol=1e-6)

@@ -175,7 +175,8 @@ class Trainer:
     def _fix_total(self, done: int, bar: Any) -> None:
         """Ask `decide_total` for the run's step count (rank 0's answer, broadcast) and fix it."""
         assert self.decide_total is not None and self.horizon is not None
-        step_s = statistics.median(r.metrics["time/step_s"] for r in self.history[1:])  # step 1 warms up
+        timed = self.history[1:] or self.history  # the first step warms up (unless it is all a resume ran)
+        step_s = statistics.median(r.metrics["time/step_s"] for r in timed)
         decided = self.dist.broadcast_object(int(self.decide_total(done, step_s)))
         total = max(done + 1, min(int(decided), self.settings.max_steps))
         self.horizon.fix(total, at_step=done)
