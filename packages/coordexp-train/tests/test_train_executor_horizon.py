@@ -84,7 +84,7 @@ def test_deciding_needs_warmup_steps_to_time(train_stage1, tmp_path):
 
 def test_a_resume_inside_warmup_still_fixes_the_count_at_its_end(train_stage1, tmp_path):
     saving = ("training.save_strategy=steps", "training.save_steps=2")
-    train_stage1(tmp_path / "first", *CAP, *saving)  # no decision: checkpoints at 2, 4, 6, 8
+    train_stage1(tmp_path / "first", *CAP, *saving, "training.max_steps=4")  # no decision; saves at 2, 4
     step2 = tmp_path / "first" / "checkpoints" / "step_2"
     decide = Decider(5)
     resumed = train_stage1(tmp_path / "resumed", *CAP, f"training.resume_from={step2}", decide_total=decide)
