@@ -101,6 +101,20 @@ def test_a_run_past_its_deadline_at_the_end_of_warmup_stops_one_step_later(tmp_p
     assert budget["reproduce"] == ["--budget", "0", "--vision-steps", "2", "training.max_steps=21"]
 
 
+def test_without_warmup_steps_to_time_the_probes_count_is_final(tmp_path, monkeypatch):
+    slow = StepTimes(1.0, 2.0, 0.0, stage1_packs=4)
+    monkeypatch.setattr(demo_recipe, "probe_step_times", lambda *a, **k: slow)
+    settings = DemoSettings(
+        n_train=40, n_val=4, seed=3, vision_steps=4, budget_s=300.0,
+        overrides=("training.max_steps=60", "training.warmup_steps=1", "training.eval_steps=100"),
+    )
+    summary = run_demo(tmp_path / "demo", settings, progress=False)
+    budget = summary["budget"]
+    assert budget["stage1_probed_steps"] is None  # nothing fixed in the run
+    assert 1 < summary["steps"] == budget["stage1_steps"] < 60
+    assert "horizon" not in json.loads((tmp_path / "demo" / "stage1" / "run_manifest.json").read_text())
+
+
 def test_no_budget_runs_the_counts_as_given(tmp_path, monkeypatch):
     def no_probe(*args, **kwargs):
         raise AssertionError("no budget, no probe")
