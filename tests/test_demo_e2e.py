@@ -62,15 +62,22 @@ def test_demo_runs_the_whole_chain(tmp_path):
     assert (out / "stage1" / "run_manifest.json").is_file()
 
 
-def test_a_slow_probe_cuts_stage1_first_and_the_run_fixes_its_count_from_its_own_steps(tmp_path, monkeypatch):
-    # The probe is real in the test above; here it reports a slow machine so the plan must cut.
-    slow = StepTimes(1.0, 2.0, 0.0, stage1_packs=4)  # 0.5 s per pack: the fixed costs take 140 s
-    monkeypatch.setattr(demo_recipe, "probe_step_times", lambda *a, **k: slow)
+# A slow machine as the probe reports it: 0.5 s per pack, so the fixed costs take 140 s.
+SLOW = StepTimes(1.0, 2.0, 0.0, stage1_packs=4)
+
+
+def _demo_probed_as(times, tmp_path, monkeypatch, *, vision_steps, overrides):
+    """A 300-s-budget demo whose probe reports `times` (the probe itself is real in the test above)."""
+    monkeypatch.setattr(demo_recipe, "probe_step_times", lambda *a, **k: times)
     settings = DemoSettings(
-        n_train=40, n_val=4, seed=3, vision_steps=40, budget_s=300.0,
-        overrides=("training.max_steps=60", "training.eval_steps=100", "training.save_steps=100"),
+        n_train=40, n_val=4, seed=3, vision_steps=vision_steps, budget_s=300.0, overrides=overrides
     )
-    summary = run_demo(tmp_path / "demo", settings, progress=False)
+    return run_demo(tmp_path / "demo", settings, progress=False)
+
+
+def test_a_slow_probe_cuts_stage1_first_and_the_run_fixes_its_count_from_its_own_steps(tmp_path, monkeypatch):
+    overrides = ("training.max_steps=60", "training.eval_steps=100", "training.save_steps=100")
+    summary = _demo_probed_as(SLOW, tmp_path, monkeypatch, vision_steps=40, overrides=overrides)
     budget = summary["budget"]
     # (1 − margin)·300 − elapsed − 280·0.5 ≈ 115 s: the 40 vision steps (40 s) stay whole and
     # Stage-1 takes the cut
@@ -89,12 +96,9 @@ def test_a_slow_probe_cuts_stage1_first_and_the_run_fixes_its_count_from_its_own
 
 def test_a_run_past_its_deadline_at_the_end_of_warmup_stops_one_step_later(tmp_path, monkeypatch):
     fast = StepTimes(0.01, 0.02, 0.0, stage1_packs=2)
-    monkeypatch.setattr(demo_recipe, "probe_step_times", lambda *a, **k: fast)
     monkeypatch.setattr(demo_recipe, "STAGE1_MARGIN", 0.9999)  # Stage-1's deadline: 0.03 s after the start
-    settings = DemoSettings(
-        n_train=40, n_val=4, seed=3, vision_steps=2, budget_s=300.0, overrides=("training.max_steps=60",)
-    )
-    summary = run_demo(tmp_path / "demo", settings, progress=False)
+    overrides = ("training.max_steps=60",)
+    summary = _demo_probed_as(fast, tmp_path, monkeypatch, vision_steps=2, overrides=overrides)
     budget = summary["budget"]
     assert budget["stage1_probed_steps"] == 60  # the probe saw time for every step
     assert summary["steps"] == budget["stage1_steps"] == 21  # warm-up (20) + the one step always granted
@@ -102,13 +106,8 @@ def test_a_run_past_its_deadline_at_the_end_of_warmup_stops_one_step_later(tmp_p
 
 
 def test_without_warmup_steps_to_time_the_probes_count_is_final(tmp_path, monkeypatch):
-    slow = StepTimes(1.0, 2.0, 0.0, stage1_packs=4)
-    monkeypatch.setattr(demo_recipe, "probe_step_times", lambda *a, **k: slow)
-    settings = DemoSettings(
-        n_train=40, n_val=4, seed=3, vision_steps=4, budget_s=300.0,
-        overrides=("training.max_steps=60", "training.warmup_steps=1", "training.eval_steps=100"),
-    )
-    summary = run_demo(tmp_path / "demo", settings, progress=False)
+    overrides = ("training.max_steps=60", "training.warmup_steps=1", "training.eval_steps=100")
+    summary = _demo_probed_as(SLOW, tmp_path, monkeypatch, vision_steps=4, overrides=overrides)
     budget = summary["budget"]
     assert budget["stage1_probed_steps"] is None  # nothing fixed in the run
     assert 1 < summary["steps"] == budget["stage1_steps"] < 60
