@@ -46,9 +46,10 @@ MARGIN = 0.15
 #: run's own step times; the drift of the minutes after that point is covered by STAGE1_DRIFT.
 STAGE1_MARGIN = 0.02
 #: How much slower than in its warm-up the rest of Stage-1 may run. On the 2-core EPYC the demo's
-#: warm-up ran at 0.481 s per step and the whole run at a median 0.516 s (+7 %), with 8-step means
-#: of 0.435-0.561 s: the machine's speed drifts by ~10 % over minutes.
-STAGE1_DRIFT = 0.10
+#: warm-up ran at 0.481 s per step and the whole run at a median 0.516 s (+7 %, 8-step means of
+#: 0.435-0.561 s); in another run (seed 1) at 0.445 s and then 0.53 s (+19 %), which with 10 %
+#: here ended 10 s over the 15 minutes.
+STAGE1_DRIFT = 0.20
 #: What runs after Stage-1's warm-up besides its steps (its evaluations and saves, the final export,
 #: inference, COCO/F1 and the report), in packs: 53 s at 0.28 s per pack on the 2-core EPYC.
 AFTER_STAGE1_COST_IN_PACKS = 200.0
