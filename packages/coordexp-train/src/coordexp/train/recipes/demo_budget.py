@@ -48,7 +48,7 @@ STAGE1_MARGIN = 0.02
 #: How much slower than in its warm-up the rest of Stage-1 may run. On the 2-core EPYC the demo's
 #: warm-up ran at 0.481 s per step and the whole run at a median 0.516 s (+7 %, 8-step means of
 #: 0.435-0.561 s); in another run (seed 1) at 0.445 s and then 0.53 s (+19 %), which with 10 %
-#: here ended 10 s over the 15 minutes.
+#: here ended over the 15 minutes (910 s by the demo's clock, 15 min 20 s by `time`).
 STAGE1_DRIFT = 0.20
 #: What runs after Stage-1's warm-up besides its steps (its evaluations and saves, the final export,
 #: inference, COCO/F1 and the report), in packs: 53 s at 0.28 s per pack on the 2-core EPYC.
