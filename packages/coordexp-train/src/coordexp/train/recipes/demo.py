@@ -21,12 +21,12 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import attrs
 
 from coordexp.core.errors import ConfigError
 from coordexp.train.config import load_config
+from coordexp.train.config.schema import TrainingSection
 from coordexp.train.data.synth import synthesize
 from coordexp.train.eval.evaluate import evaluate_dir
 from coordexp.train.models import create_model
@@ -179,7 +179,7 @@ def _plan(
     scratch: Path,
     *,
     elapsed_s: float,
-) -> tuple[BudgetPlan, Any]:
+) -> tuple[BudgetPlan, TrainingSection]:
     """Probe this machine's step times and fit the step counts to `settings.budget_s`; also returns
     the config's `training` section."""
     training = load_config(settings.config, (f"model.model={model_dir}", *stage1_overrides)).config.training
