@@ -8,6 +8,7 @@ on val → COCO + F1 → report; the summary JSON names the metrics, timings, th
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,15 @@ import pytest
 
 from coordexp.train.recipes import demo as demo_recipe
 from coordexp.train.recipes.demo import DemoSettings, run_demo
-from coordexp.train.recipes.demo_budget import FIXED_COST_IN_PACKS, MARGIN, MIN_STAGE1_FRACTION, StepTimes
+from coordexp.train.recipes.demo_budget import (
+    AFTER_STAGE1_COST_IN_PACKS,
+    FIXED_COST_IN_PACKS,
+    MARGIN,
+    MIN_STAGE1_FRACTION,
+    STAGE1_DRIFT,
+    StepTimes,
+    stage1_decider,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +34,7 @@ def test_demo_runs_the_whole_chain(tmp_path):
     out = tmp_path / "demo"
     command = [
         sys.executable, "-m", "coordexp.train.cli.main", "demo", "--out", str(out), "--train", "40", "--val", "4",
-        "--no-progress", "--seed", "3", "--vision-steps", "2",
+        "--no-progress", "--seed", "3", "--vision-steps", "2", "--budget", "600",
         "training.max_steps=4", "training.eval_steps=2", "training.save_steps=4",
     ]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
@@ -36,8 +45,9 @@ def test_demo_runs_the_whole_chain(tmp_path):
     assert all(0.0 <= v <= 1.0 for v in summary["metrics"].values())
     phases = {"startup_s", "setup_s", "probe_s", "vision_s", "train_s", "eval_s", "total_s"}
     assert set(summary["timings_s"]) == phases
-    budget = summary["budget"]  # the default 15-minute budget: these few steps fit, so none are cut
-    assert budget["budget_s"] == 900.0 and budget["vision_fraction"] == budget["stage1_fraction"] == 1.0
+    # A real probe against a 10-hour budget: these few steps fit however loaded the machine is
+    budget = summary["budget"]
+    assert budget["budget_s"] == 36000.0 and budget["vision_fraction"] == budget["stage1_fraction"] == 1.0
     assert (budget["vision_steps"], budget["stage1_steps"]) == (2, 4)
     assert budget["vision_step_s"] > 0 and budget["stage1_step_s"] > 0
     assert budget["reproduce"] == ["--budget", "0", "--vision-steps", "2", "training.max_steps=4"]
@@ -66,18 +76,37 @@ def test_demo_runs_the_whole_chain(tmp_path):
 SLOW = StepTimes(1.0, 2.0, 0.0, stage1_packs=4)
 
 
-def _demo_probed_as(times, tmp_path, monkeypatch, *, vision_steps, overrides):
-    """A 300-s-budget demo whose probe reports `times` (the probe itself is real in the test above)."""
+def _demo_probed_as(times, tmp_path, monkeypatch, *, vision_steps, overrides, left_at_warmup_end_s=None):
+    """A 300-s-budget demo whose probe reports `times` (the probe itself is real in the test above).
+
+    `left_at_warmup_end_s`: the time Stage-1's decider sees left before its deadline (default: the
+    real clock's); the decisions it made land in the returned summary as `decisions`."""
     monkeypatch.setattr(demo_recipe, "probe_step_times", lambda *a, **k: times)
+    decisions = []
+
+    def recording_decider(deadline, **kwargs):
+        if left_at_warmup_end_s is not None:
+            kwargs["clock"] = lambda: deadline - left_at_warmup_end_s
+        decide = stage1_decider(deadline, **kwargs)
+
+        def recorded(done, step_s):
+            decisions.append((done, step_s, decide(done, step_s)))
+            return decisions[-1][2]
+
+        return recorded
+
+    monkeypatch.setattr(demo_recipe, "stage1_decider", recording_decider)
     settings = DemoSettings(
         n_train=40, n_val=4, seed=3, vision_steps=vision_steps, budget_s=300.0, overrides=overrides
     )
-    return run_demo(tmp_path / "demo", settings, progress=False)
+    return {**run_demo(tmp_path / "demo", settings, progress=False), "decisions": decisions}
 
 
 def test_a_slow_probe_cuts_stage1_first_and_the_run_fixes_its_count_from_its_own_steps(tmp_path, monkeypatch):
     overrides = ("training.max_steps=60", "training.eval_steps=100", "training.save_steps=100")
-    summary = _demo_probed_as(SLOW, tmp_path, monkeypatch, vision_steps=40, overrides=overrides)
+    summary = _demo_probed_as(
+        SLOW, tmp_path, monkeypatch, vision_steps=40, overrides=overrides, left_at_warmup_end_s=1000.0
+    )
     budget = summary["budget"]
     # (1 − margin)·300 − elapsed − 280·0.5 ≈ 115 s: the 40 vision steps (40 s) stay whole and
     # Stage-1 takes the cut
@@ -86,8 +115,11 @@ def test_a_slow_probe_cuts_stage1_first_and_the_run_fixes_its_count_from_its_own
     assert MIN_STAGE1_FRACTION < probed < ((1 - MARGIN) * 300 - FIXED_COST_IN_PACKS * 0.5 - 40) / (60 * 2)
     assert summary["vision_pretrain"]["steps"] == budget["vision_steps"]
     assert budget["projected_total_s"] <= (1 - MARGIN) * 300
-    # This machine's real Stage-1 steps take far less than 2 s: at the end of warm-up the run
-    # finds time for all 60 (the budget never adds steps beyond the configured count).
+    # At the end of warm-up the run times its own steps (far below the probe's 2 s) and, with
+    # 1000 s left, finds time for all 60 (the budget never adds steps beyond the configured count).
+    [(done, step_s, decided)] = summary["decisions"]
+    after_s = AFTER_STAGE1_COST_IN_PACKS * step_s / SLOW.stage1_packs
+    assert done == 20 and decided == 20 + math.floor((1000.0 - after_s) / (step_s * (1 + STAGE1_DRIFT))) > 60
     assert summary["steps"] == budget["stage1_steps"] == 60 and budget["stage1_fraction"] == 1.0
     assert budget["reproduce"][-1] == "training.max_steps=60"
     manifest = json.loads((tmp_path / "demo" / "stage1" / "run_manifest.json").read_text())
@@ -144,7 +176,7 @@ def test_a_budget_that_cuts_nothing_runs_the_same_demo_as_no_budget(tmp_path):
         )
         return run_demo(tmp_path / name, settings, progress=False)
 
-    budgeted, plain = demo("budgeted", 900.0), demo("plain", None)
+    budgeted, plain = demo("budgeted", 36000.0), demo("plain", None)  # 10 h: fits on any load
     assert budgeted["budget"]["stage1_fraction"] == 1.0 and plain["budget"] is None
     assert budgeted["final_loss"] == plain["final_loss"]  # the probe draws no seed the runs use
     assert budgeted["metrics"] == plain["metrics"]

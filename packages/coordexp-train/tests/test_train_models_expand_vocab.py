@@ -21,8 +21,6 @@ from coordexp.train.models import (
 )
 from coordexp.train.models.embedding_init import digit_mean_rows, digit_token_index
 
-torch.set_num_threads(2)
-
 
 @pytest.fixture(scope="module")
 def qwen3_expanded(tmp_path_factory):

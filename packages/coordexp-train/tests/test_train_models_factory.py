@@ -33,8 +33,6 @@ from coordexp.train.models.embedding_init import (
     sincos_rows,
 )
 
-torch.set_num_threads(2)
-
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):

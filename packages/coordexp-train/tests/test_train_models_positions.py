@@ -28,7 +28,6 @@ from coordexp.train.models import (
 )
 from coordexp.train.models.varlen_attention import register as register_sdpa_varlen
 
-torch.set_num_threads(2)
 ANSWER = (
     '{"objects": [{"desc": "red circle", "bbox_2d": '
     "[<|coord_1|>, <|coord_20|>, <|coord_300|>, <|coord_999|>]}]}"

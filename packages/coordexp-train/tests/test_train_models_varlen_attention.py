@@ -26,8 +26,6 @@ from coordexp.train.models import (
 from coordexp.train.models import varlen_attention
 from coordexp.train.models.varlen_attention import block_diagonal_segments, register
 
-torch.set_num_threads(2)
-
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=6), st.data())
