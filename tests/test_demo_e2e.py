@@ -40,7 +40,7 @@ def test_demo_runs_the_whole_chain(tmp_path):
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "demo_summary.json").read_text())
-    assert summary["steps"] == 4
+    assert summary["steps"] == 4 and summary["coord_pick"] == "expectation"
     assert set(summary["metrics"]) == {"rollout/mAP", "rollout/AP50", "rollout/f1@0.50"}
     assert all(0.0 <= v <= 1.0 for v in summary["metrics"].values())
     phases = {"startup_s", "setup_s", "probe_s", "vision_s", "train_s", "eval_s", "total_s"}

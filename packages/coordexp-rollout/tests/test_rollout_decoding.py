@@ -30,6 +30,7 @@ def test_defaults() -> None:
         "top_k": -1,
         "repetition_penalty": 1.0,
         "num_beams": 1,
+        "coord_pick": "token",  # coordexp extension; the default decodes as spec 03 §3.1 says
     }
     assert params.is_greedy and not params.do_sample
 

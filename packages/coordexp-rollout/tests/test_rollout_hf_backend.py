@@ -200,6 +200,45 @@ def test_beam_search_keeps_the_best_beam(model) -> None:
         backend(model, token_logprobs=True).generate(requests(1), params, seeds=[1])
 
 
+def _expected_picks_hold(model, request: RolloutRequest, response: tuple[int, ...]) -> int:
+    """Teacher-force `response` and check every step: where the coord tokens hold > 1/2 of the
+    τ = 1 mass the token is the expected bin's; returns how many such coord steps there were."""
+    ids = torch.tensor([[*request.prompt_ids, *response]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    coord = CODEC.coord_vocab.coord_ids
+    steps = 0
+    for t, token in enumerate(response):
+        coord_logp = logp[len(request.prompt_ids) - 1 + t, coord]
+        if coord_logp.logsumexp(0).exp() > 0.5:
+            expected = float((coord_logp.softmax(0) * torch.arange(coord.numel())).sum())
+            assert abs(coord.tolist().index(token) - expected) <= 0.5 + 1e-3
+            steps += 1
+    return steps
+
+
+NO_PENALTY = SAMPLING.with_overrides(repetition_penalty=1.0)  # the check below reads raw logits
+
+
+@pytest.mark.parametrize("params", [GREEDY, NO_PENALTY, DecodeParams(max_new_tokens=8, num_beams=2)])
+def test_expectation_decoding_emits_the_expected_bin_at_every_coord_step(model, params) -> None:
+    expectation = params.with_overrides(coord_pick="expectation")
+    reqs = requests(3)
+    be = backend(model, coord_ids=CODEC.coord_vocab.coord_ids)
+    outs = be.generate(reqs, expectation, seeds=[1, 2, 3])
+    coord_steps = sum(_expected_picks_hold(model, r, o.response_ids) for r, o in zip(reqs, outs, strict=True))
+    assert coord_steps >= 3  # the random model's 1000 of 1422 ids hold most of the mass
+    plain = be.generate(reqs, params, seeds=[1, 2, 3])  # coord_pick token: the processor stays out
+    assert plain == backend(model).generate(reqs, params, seeds=[1, 2, 3])
+    assert [o.response_ids for o in outs] != [o.response_ids for o in plain]
+
+
+def test_expectation_decoding_needs_the_coord_ids(model) -> None:
+    with pytest.raises(ConfigError, match="coord_ids") as info:
+        backend(model).generate(requests(1), GREEDY.with_overrides(coord_pick="expectation"), seeds=[1])
+    assert info.value.path == "rollout_matching.decoding.coord_pick"
+
+
 def test_configuration_errors(model) -> None:
     with pytest.raises(ConfigError, match="decode_batch_size"):
         HFBackend(model, encode_prompt, decode_batch_size=0)

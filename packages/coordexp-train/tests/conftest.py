@@ -210,3 +210,20 @@ def stage1_baseline(tmp_path_factory: pytest.TempPathFactory, train_stage1: Trai
         logger.removeHandler(handler)
         logger.setLevel(level)
     return BaselineRun(out_dir, result, tuple(handler.records), tuple(BASELINE_OVERRIDES))
+
+
+@pytest.fixture
+def coord_pick_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Records, per `ExpectedCoordProcessor` call, the coord ids it was built with (in bin order):
+    empty unless expectation decoding reached `generate`."""
+    from coordexp.rollout.coord_pick import ExpectedCoordProcessor
+
+    calls: list[list[int]] = []
+    original = ExpectedCoordProcessor.__call__
+
+    def recorded(self: ExpectedCoordProcessor, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        calls.append(self.coord_ids.tolist())
+        return original(self, input_ids, scores)
+
+    monkeypatch.setattr(ExpectedCoordProcessor, "__call__", recorded)
+    return calls

@@ -278,6 +278,18 @@ def test_beams_need_hf_greedy(tmp_path, backend, temperature, ok):
             _load(tmp_path, data)
 
 
+@pytest.mark.parametrize("backend, ok", [("hf", True), ("vllm", False)])
+def test_expectation_coord_picks_need_the_hf_backend(tmp_path, backend, ok):
+    data = minimal_config(ALIGNED, backend=backend)
+    data["rollout_matching"]["decoding"]["coord_pick"] = "expectation"
+    if ok:
+        assert _load(tmp_path, data).config.rollout_matching.decoding.coord_pick == "expectation"
+    else:
+        with pytest.raises(ConfigError, match="needs rollout_backend: hf") as info:
+            _load(tmp_path, data)
+        assert info.value.path == "rollout_matching.decoding.coord_pick"
+
+
 def test_detection_eval_needs_val_jsonl(tmp_path):
     data = minimal_config(TWO)
     del data["custom"]["val_jsonl"]

@@ -221,6 +221,7 @@ def test_type_error_carries_file_and_line(tmp_path):
         (("rollout_matching", "decoding", "top_k"), 0, "-1 (off) or >= 1"),
         (("rollout_matching", "decoding", "repetition_penalty"), 0.0, "must be > 0.0"),
         (("rollout_matching", "decoding", "temperature"), -0.5, "must be >= 0.0"),
+        (("rollout_matching", "decoding", "coord_pick"), "mean", "'token', 'expectation'"),
         (("rollout_matching", "matching", "candidate_top_k"), 0, "must be >= 1"),
         (("rollout_matching", "matching", "maskiou_gate"), 1.2, "must be in [0.0, 1.0]"),
         (("rollout_matching", "matching", "maskiou_resolution"), 8, "must be >= 16"),
@@ -295,6 +296,7 @@ def test_spec_defaults(tmp_path):
         "top_k": -1,
         "repetition_penalty": 1.0,
         "num_beams": 1,
+        "coord_pick": "token",  # a coordexp extension; its default is spec 03 §3.1's decoding
     }
     assert attrs.asdict(rm.matching) == {
         "candidate_top_k": 10,

@@ -41,6 +41,11 @@ def test_map_is_logged_as_a_float_at_every_eval_step(train_stage1, tmp_path):
     assert (out / "eval" / "step_2" / "metrics.json").is_file()
 
 
+def test_the_eval_step_decodes_coords_as_configured(train_stage1, tmp_path, coord_pick_calls):
+    train_stage1(tmp_path / "run", *DETECTION, "stage1.eval_detection.coord_pick=expectation")
+    assert coord_pick_calls  # both eval steps decoded through the expectation processor
+
+
 def test_an_evaluator_failure_logs_zero_and_training_continues(train_stage1, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("forced evaluator failure")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from transformers import AutoTokenizer
 
 from coordexp.core.errors import ConfigError
 from coordexp.train.eval.records import read_records
@@ -23,6 +24,23 @@ def test_infer_on_a_checkpoint_writes_one_line_per_image_in_order(stage1_assets,
         assert record.coord_mode == "pixel"
         assert record.pred_score_source in ("coord_logprob", "constant_fallback")
         assert isinstance(record.raw_output, str)
+
+
+@pytest.mark.parametrize("coord_pick", ["token", "expectation"])
+def test_expectation_decoding_reaches_generate_with_the_models_coord_ids(
+    stage1_assets, tmp_path, coord_pick, coord_pick_calls
+):
+    path = run_inference(
+        stage1_assets.model_dir, stage1_assets.val_jsonl, tmp_path / "eval",
+        max_new_tokens=6, decode_batch_size=2, max_samples=2, coord_pick=coord_pick, progress=False,
+    )
+    assert len(read_records(path)) == 2
+    if coord_pick == "token":
+        assert coord_pick_calls == []
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(stage1_assets.model_dir)
+        coord_ids = tokenizer.convert_tokens_to_ids([f"<|coord_{k}|>" for k in range(1000)])
+        assert coord_pick_calls and all(ids == coord_ids for ids in coord_pick_calls)
 
 
 def test_a_run_directory_fixes_the_prompt_identity(train_stage1, tmp_path):

@@ -169,3 +169,10 @@ def test_a_plan_takes_the_count_the_run_fixed_and_reruns_it():
     assert ran.reproduce_args()[-1] == "training.max_steps=900"
     assert ran.as_dict()["stage1_probed_steps"] == probed.stage1_steps
     assert f"(probe: {probed.stage1_steps})" in ran.describe() and "rerun exactly" in ran.describe()
+
+
+def test_the_demo_decodes_coords_by_expectation_unless_told_otherwise():
+    assert DemoSettings().coord_pick == "expectation"
+    assert DemoSettings(coord_pick="token").coord_pick == "token"
+    with pytest.raises(ValueError, match="coord_pick"):
+        DemoSettings(coord_pick="mean")

@@ -19,6 +19,9 @@ import attrs
 from coordexp.core.errors import ConfigError
 
 CONFIG_PATH = "rollout_matching.decoding"
+#: ``token``: coord tokens are decoded like any other; ``expectation``: the expected bin at coord
+#: steps (:mod:`coordexp.rollout.coord_pick`)
+COORD_PICKS = ("token", "expectation")
 
 
 def _path(attribute: attrs.Attribute) -> str:
@@ -53,6 +56,11 @@ def _check_repetition_penalty(instance: Any, attribute: attrs.Attribute, value: 
         raise ConfigError(_path(attribute), f"expected a finite number > 0, got {value!r}")
 
 
+def _check_coord_pick(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value not in COORD_PICKS:
+        raise ConfigError(_path(attribute), f"expected one of {', '.join(COORD_PICKS)}, got {value!r}")
+
+
 def _check_positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if not _is_int(value) or value < 1:
         raise ConfigError(_path(attribute), f"expected an int >= 1, got {value!r}")
@@ -63,7 +71,9 @@ class DecodeParams:
     """Decoding knobs; every invalid value raises :class:`ConfigError` naming its key path.
 
     ``temperature`` 0 means greedy; ``top_k`` -1 means off; ``num_beams > 1`` (beam search, best
-    beam kept) requires ``temperature == 0``.
+    beam kept) requires ``temperature == 0``. ``coord_pick``: ``token`` (spec 03 §3.1: coord tokens
+    are decoded like any other) or ``expectation`` (the expected bin at coord steps; a coordexp
+    extension, :mod:`coordexp.rollout.coord_pick`).
     """
 
     max_new_tokens: int = attrs.field(validator=_check_positive_int)
@@ -72,6 +82,7 @@ class DecodeParams:
     top_k: int = attrs.field(default=-1, validator=_check_top_k)
     repetition_penalty: float = attrs.field(default=1.0, validator=_check_repetition_penalty)
     num_beams: int = attrs.field(default=1, validator=_check_positive_int)
+    coord_pick: str = attrs.field(default="token", validator=_check_coord_pick)
 
     def __attrs_post_init__(self) -> None:
         if self.num_beams > 1 and self.temperature != 0:

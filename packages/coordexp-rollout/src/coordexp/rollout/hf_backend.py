@@ -16,6 +16,8 @@ ids, never decoded text.
 * **Decoding.** A fresh ``GenerationConfig`` holds every knob of :class:`DecodeParams` (so the
   checkpoint's own sampling defaults never leak in): greedy (temperature 0), sampling
   (temperature/top_p/top_k/repetition_penalty) or beam search (``num_beams > 1``, best beam).
+  ``coord_pick: expectation`` adds :class:`~coordexp.rollout.coord_pick.ExpectedCoordProcessor`
+  (needs ``coord_ids``, the coord token ids in bin order).
 * **Seeds.** Sampling saves the Python/NumPy/torch (CPU and CUDA) RNG states, seeds all of them with
   the micro-batch's first request seed, generates and restores them. Greedy and beam search are
   deterministic and touch no RNG.
@@ -46,6 +48,7 @@ from coordexp.rollout.backend import (
     check_generate_result,
     iter_batches,
 )
+from coordexp.rollout.coord_pick import ExpectedCoordProcessor
 from coordexp.rollout.decoding import DecodeParams
 from coordexp.rollout.parity import check_policy, check_prompt_parity
 
@@ -150,6 +153,7 @@ class HFBackend:
         prompt_mismatch_policy: str = "error",
         max_position_embeddings: int | None = None,
         token_logprobs: bool = False,
+        coord_ids: Sequence[int] | torch.Tensor | None = None,
     ) -> None:
         self.model = _unwrap(model)
         self.encode_prompt = encode_prompt
@@ -180,6 +184,7 @@ class HFBackend:
             None if max_position_embeddings is None else int(max_position_embeddings)
         )
         self.token_logprobs = bool(token_logprobs)
+        self.expected_coord = None if coord_ids is None else ExpectedCoordProcessor(coord_ids)
         self.image_token_id = getattr(self.model.config, "image_token_id", None)
         self.video_token_id = getattr(self.model.config, "video_token_id", None)
 
@@ -197,6 +202,11 @@ class HFBackend:
             raise ConfigError(
                 "rollout_matching.decoding.num_beams",
                 "token log-probabilities need greedy or sampling (num_beams 1)",
+            )
+        if params.coord_pick == "expectation" and self.expected_coord is None:
+            raise ConfigError(
+                "rollout_matching.decoding.coord_pick",
+                "expectation decoding needs the coord token ids: build HFBackend(..., coord_ids=...)",
             )
         outputs: list[RolloutOutput | None] = [None] * len(requests)
         was_training = self.model.training
@@ -331,6 +341,9 @@ class HFBackend:
             self._check_length(ids.numel(), params)
         inputs, width = self._batch_inputs(encoded)
         recorder = _RawLogprobRecorder() if self.token_logprobs else None
+        processors: list[LogitsProcessor] = [recorder] if recorder is not None else []
+        if params.coord_pick == "expectation":
+            processors.append(self.expected_coord)
         handle = None
         if recorder is not None:
             handle = self.model.get_output_embeddings().register_forward_hook(recorder.hook)
@@ -339,7 +352,7 @@ class HFBackend:
                 out = self.model.generate(
                     **inputs,
                     generation_config=self._generation_config(params),
-                    logits_processor=LogitsProcessorList([recorder]) if recorder is not None else None,
+                    logits_processor=LogitsProcessorList(processors) if processors else None,
                 )
         finally:
             if handle is not None:

@@ -16,7 +16,7 @@ def _run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     given = {"config": args.config, "n_train": args.train, "n_val": args.val, "seed": args.seed, "preset": args.preset,
-             "vision_steps": args.vision_steps}
+             "vision_steps": args.vision_steps, "coord_pick": args.coord_pick}
     if args.budget is not None:  # minutes on the command line; 0 = no budget
         given["budget_s"] = None if args.budget == 0 else args.budget * 60.0
     settings = DemoSettings(
@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--preset", choices=tuple(PRESETS), help="model preset (default tiny3)")
     p.add_argument("--vision-steps", type=int, help="vision-tower pretraining steps before Stage-1 (0 = none)")
+    p.add_argument(
+        "--coord-pick",
+        choices=("token", "expectation"),
+        help="how the final val inference picks coord tokens (default expectation: the expected bin)",
+    )
     p.add_argument(
         "--budget",
         type=float,

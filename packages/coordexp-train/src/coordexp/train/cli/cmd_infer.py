@@ -14,6 +14,7 @@ def _run(args: argparse.Namespace) -> int:
         args.out,
         max_new_tokens=args.max_new_tokens,
         decode_batch_size=args.batch_size,
+        coord_pick=args.coord_pick,
         max_samples=args.max_samples,
         score_source=args.score_source,
         prompt_overrides={
@@ -35,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=4, help="generate batch (decode_batch_size)")
     p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument(
+        "--coord-pick",
+        choices=("token", "expectation"),
+        default="token",
+        help="coord tokens: the greedy token, or the expected bin of their distribution at coord steps",
+    )
     p.add_argument("--score-source", choices=("coord_logprob", "constant"), default="coord_logprob")
     p.add_argument("--prompt-variant", default=None)
     p.add_argument("--object-ordering", choices=("sorted", "random"), default=None)

@@ -272,6 +272,13 @@ def check_rollout_matching(
             "num_beams > 1 needs rollout_backend: hf and decoding.temperature: 0",
             provenance,
         )
+    if decoding.coord_pick == "expectation" and section.rollout_backend != "hf":
+        raise located_error(
+            (*base, "decoding", "coord_pick"),
+            "expectation needs rollout_backend: hf (the vllm server picks coord tokens itself); "
+            "use coord_pick: token with vllm",
+            provenance,
+        )
     if section.eval_detection.enabled and config.custom.val_jsonl is None:
         raise located_error(
             ("custom", "val_jsonl"),

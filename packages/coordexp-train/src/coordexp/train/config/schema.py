@@ -191,6 +191,8 @@ class Stage1EvalDetectionSection:
     max_samples: int = attrs.field(default=32, validator=at_least(1))
     max_new_tokens: int = attrs.field(default=256, validator=at_least(1))
     decode_batch_size: int = attrs.field(default=4, validator=at_least(1))
+    #: ``token`` (greedy) or ``expectation`` (the expected bin at coord steps, coordexp.rollout.coord_pick)
+    coord_pick: Literal["token", "expectation"] = "token"
     materialize_artifacts: bool = True
 
 
@@ -272,6 +274,9 @@ class DecodingSection:
     top_k: int = attrs.field(default=-1, validator=top_k_value)
     repetition_penalty: float = attrs.field(default=1.0, validator=greater_than(0.0))
     num_beams: int = attrs.field(default=1, validator=at_least(1))
+    #: a coordexp extension of 03 §3.1: ``expectation`` emits the expected bin at coord steps
+    #: (coordexp.rollout.coord_pick; hf backend only)
+    coord_pick: Literal["token", "expectation"] = "token"
 
 
 @attrs.frozen

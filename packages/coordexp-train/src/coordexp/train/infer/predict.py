@@ -27,10 +27,12 @@ from coordexp.train.models.tokenizer import vocab_token_bytes
 
 @attrs.frozen
 class PredictSettings:
-    """Greedy decoding limits and the score source (`coord_logprob` or `constant`)."""
+    """Greedy decoding limits, how coord tokens are picked (`token` or `expectation`,
+    :mod:`coordexp.rollout.coord_pick`) and the score source (`coord_logprob` or `constant`)."""
 
     max_new_tokens: int
     decode_batch_size: int = 4
+    coord_pick: str = "token"
     score_source: str = "coord_logprob"
     parse_mode: str = "rollout"
     geometry_policy: str = "any"
@@ -52,8 +54,11 @@ class Predictor:
             eos_token_ids=sorted(info.stop_ids),
             pad_token_id=processor.tokenizer.pad_token_id,
             token_logprobs=settings.score_source == "coord_logprob",
+            coord_ids=info.coord_vocab.coord_ids,
         )
-        self.params = DecodeParams(max_new_tokens=settings.max_new_tokens).greedy()
+        self.params = DecodeParams(
+            max_new_tokens=settings.max_new_tokens, coord_pick=settings.coord_pick
+        ).greedy()
         # Prompts encoded by `request_for`, handed to the backend's encoder once (no re-encoding).
         self._pending: dict[str, EncodedPrompt] = {}
 

@@ -86,12 +86,15 @@ def run_inference(
     *,
     max_new_tokens: int = 512,
     decode_batch_size: int = 4,
+    coord_pick: str = "token",
     max_samples: int | None = None,
     score_source: str = "coord_logprob",
     prompt_overrides: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Write `{out_dir}/gt_vs_pred.jsonl` for the first `max_samples` records of `data`."""
+    """Write `{out_dir}/gt_vs_pred.jsonl` for the first `max_samples` records of `data`, decoded
+    greedily; `coord_pick` `expectation` emits the expected bin at coord steps
+    (:mod:`coordexp.rollout.coord_pick`)."""
     resolved = resolve_source(source, prompt_overrides or {})
     identity = resolved.prompt
     model, processor = load_model_and_processor(resolved.model_dir, max_pixels=identity.max_pixels)
@@ -114,6 +117,7 @@ def run_inference(
         PredictSettings(
             max_new_tokens=max_new_tokens,
             decode_batch_size=decode_batch_size,
+            coord_pick=coord_pick,
             score_source=score_source,
             geometry_policy=geometry,
             field_order=identity.field_order,

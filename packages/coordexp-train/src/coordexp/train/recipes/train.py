@@ -285,6 +285,7 @@ def _detection_eval_step(cfg, model, processor, info, prompt, val_set, dist, out
         PredictSettings(
             max_new_tokens=section.max_new_tokens,
             decode_batch_size=section.decode_batch_size,
+            coord_pick=section.coord_pick,
             score_source=section.score_source,
             field_order=cfg.custom.object_field_order,
         ),
