@@ -115,15 +115,18 @@ def test_a_slow_probe_cuts_stage1_first_and_the_run_fixes_its_count_from_its_own
     assert MIN_STAGE1_FRACTION < probed < ((1 - MARGIN) * 300 - FIXED_COST_IN_PACKS * 0.5 - 40) / (60 * 2)
     assert summary["vision_pretrain"]["steps"] == budget["vision_steps"]
     assert budget["projected_total_s"] <= (1 - MARGIN) * 300
-    # At the end of warm-up the run times its own steps (far below the probe's 2 s) and, with
-    # 1000 s left, finds time for all 60 (the budget never adds steps beyond the configured count).
-    [(done, step_s, decided)] = summary["decisions"]
-    after_s = AFTER_STAGE1_COST_IN_PACKS * step_s / SLOW.stage1_packs
-    assert done == 20 and decided == 20 + math.floor((1000.0 - after_s) / (step_s * (1 + STAGE1_DRIFT))) > 60
+    # From the end of warm-up on the run times its own steps (far below the probe's 2 s) and, with
+    # 1000 s left, finds time for all 60 (the budget never adds steps beyond the configured count);
+    # the demo's warmup_stable_decay needs the count when its decay begins, at step 60 − 12 = 48.
+    decisions = summary["decisions"]
+    assert [done for done, _, _ in decisions] == list(range(20, 49))
+    for done, step_s, decided in decisions:
+        after_s = AFTER_STAGE1_COST_IN_PACKS * step_s / SLOW.stage1_packs
+        assert decided == done + math.floor((1000.0 - after_s) / (step_s * (1 + STAGE1_DRIFT))) > 60
     assert summary["steps"] == budget["stage1_steps"] == 60 and budget["stage1_fraction"] == 1.0
     assert budget["reproduce"][-1] == "training.max_steps=60"
     manifest = json.loads((tmp_path / "demo" / "stage1" / "run_manifest.json").read_text())
-    assert manifest["horizon"] == {"total_steps": 60, "fixed_at": 20}
+    assert manifest["horizon"] == {"total_steps": 60, "fixed_at": 48}
 
 
 def test_a_run_past_its_deadline_at_the_end_of_warmup_stops_one_step_later(tmp_path, monkeypatch):

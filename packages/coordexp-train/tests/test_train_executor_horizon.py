@@ -1,4 +1,5 @@
-"""A step count fixed at the end of warm-up (`run_training(decide_total=...)`, executor/trainer.py).
+"""A step count fixed while the run goes (`run_training(decide_total=...)`, executor/trainer.py): at
+the end of warm-up for cosine, as late as the decay allows for warmup_stable_decay.
 
 The run must be the run configured with that count from the start (same learning rates, losses
 and weights), keep the count in its checkpoints so a resume continues it, and record it in the
@@ -16,7 +17,9 @@ from safetensors.torch import load_file
 from coordexp.train.run import checkpoint as ckpt
 from coordexp.train.run.manifest import read_manifest
 
-CAP = ("training.max_steps=8", "training.warmup_steps=3")
+# the demo config's own schedule is warmup_stable_decay (whose lr_decay_ratio cosine refuses)
+COSINE = ("training.lr_scheduler=cosine", "training.lr_decay_ratio=null")
+CAP = ("training.max_steps=8", "training.warmup_steps=3", *COSINE)
 
 
 class Decider:
@@ -44,12 +47,40 @@ def _same_runs(a, b) -> None:
 def test_a_count_fixed_in_warmup_is_the_run_configured_with_it(train_stage1, tmp_path):
     decide = Decider(5)
     fixed = train_stage1(tmp_path / "fixed", *CAP, decide_total=decide)
-    configured = train_stage1(tmp_path / "configured", "training.max_steps=5", "training.warmup_steps=3")
+    configured = train_stage1(tmp_path / "configured", "training.max_steps=5", "training.warmup_steps=3", *COSINE)
 
     assert len(decide.calls) == 1 and decide.calls[0][0] == 3 and decide.calls[0][1] > 0
     _same_runs(fixed, configured)
     assert read_manifest(tmp_path / "fixed")["horizon"] == {"total_steps": 5, "fixed_at": 3}
     assert "horizon" not in read_manifest(tmp_path / "configured")
+
+
+WSD = (
+    "training.max_steps=10",
+    "training.warmup_steps=2",
+    "training.lr_scheduler=warmup_stable_decay",
+    "training.lr_decay_ratio=0.5",
+)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "answer", "asked_at", "total"),
+    [
+        (WSD, 6, [2, 3], 6),  # 6 steps decay from step 3: fixed then, not before
+        (WSD, 100, [2, 3, 4, 5], 10),  # the configured 10 decay from step 5: the last chance
+        ((*WSD[:2], "training.lr_scheduler=constant", "training.lr_decay_ratio=null"), 6, [2, 3, 4, 5], 6),  # no decay: at the end
+    ],
+)
+def test_a_count_fixed_as_late_as_the_schedule_allows_is_the_run_configured_with_it(
+    train_stage1, tmp_path, schedule, answer, asked_at, total
+):
+    decide = Decider(answer)
+    fixed = train_stage1(tmp_path / "fixed", *schedule, decide_total=decide)
+    configured = train_stage1(tmp_path / "configured", *schedule, f"training.max_steps={total}")
+
+    assert [done for done, _ in decide.calls] == asked_at
+    _same_runs(fixed, configured)
+    assert read_manifest(tmp_path / "fixed")["horizon"] == {"total_steps": total, "fixed_at": asked_at[-1]}
 
 
 @pytest.mark.parametrize(("answer", "steps"), [(100, 8), (0, 4), (-7, 4)])
@@ -88,7 +119,7 @@ def test_a_resume_inside_warmup_still_fixes_the_count_at_its_end(train_stage1, t
     step2 = tmp_path / "first" / "checkpoints" / "step_2"
     decide = Decider(5)
     resumed = train_stage1(tmp_path / "resumed", *CAP, f"training.resume_from={step2}", decide_total=decide)
-    configured = train_stage1(tmp_path / "configured", "training.max_steps=5", "training.warmup_steps=3")
+    configured = train_stage1(tmp_path / "configured", "training.max_steps=5", "training.warmup_steps=3", *COSINE)
 
     assert [done for done, _ in decide.calls] == [3]  # timed on the one step the resume ran before it
     assert [r.step for r in resumed.history] == [2, 3, 4]

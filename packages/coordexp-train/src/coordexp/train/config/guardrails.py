@@ -196,6 +196,13 @@ def check_typed(
             provenance,
         )
     check_batch_shape(config.training, provenance)
+    if config.training.lr_decay_ratio is not None and config.training.lr_scheduler != "warmup_stable_decay":
+        raise located_error(
+            ("training", "lr_decay_ratio"),
+            f"only read by lr_scheduler: warmup_stable_decay (this config's is {config.training.lr_scheduler}); "
+            "delete it or switch the scheduler",
+            provenance,
+        )
 
 
 def check_inert_knobs(

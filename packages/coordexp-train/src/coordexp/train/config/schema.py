@@ -120,7 +120,10 @@ class TrainingSection:
     save_steps: int = attrs.field(validator=at_least(1))
     weight_decay: float = attrs.field(default=0.0, validator=at_least(0.0))
     warmup_steps: int = attrs.field(default=0, validator=at_least(0))
-    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    lr_scheduler: Literal["cosine", "linear", "constant", "warmup_stable_decay"] = "cosine"
+    #: ``warmup_stable_decay`` only (a coordexp extension): the share of the steps spent decaying;
+    #: null = 0.2
+    lr_decay_ratio: Optional[float] = attrs.field(default=None, validator=within(0.0, 1.0, low_open=True))
     max_steps: Optional[int] = attrs.field(default=None, validator=at_least(1))
     num_train_epochs: Optional[float] = attrs.field(default=None, validator=greater_than(0.0))
     per_device_train_batch_size: int = attrs.field(default=1, validator=at_least(1))

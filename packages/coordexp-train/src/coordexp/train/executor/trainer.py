@@ -11,10 +11,14 @@ Per optimizer step, identically on every rank (spec 04 §4.1, 02 §2.9):
 6. gradient clipping, one optimizer and scheduler step;
 7. the step's metrics are reduced once (two fixed all-reduces) and logged on rank 0.
 
-With a `decide_total` callback the run's step count is fixed once, at the end of warm-up, from
-the step times measured so far (rank 0 decides, every rank receives it by one broadcast): the
-schedule's :class:`~coordexp.train.run.schedule.Horizon` takes it, and the learning rates are those
-of a run configured with that count from the start.
+With a `decide_total` callback the run's step count is fixed once, from the step times measured
+so far, as late as the schedule allows: after every step from the end of warm-up through the
+horizon's `fixable_through()` the callback proposes a total (rank 0's answer, one broadcast), and
+the total is fixed at the first step where waiting longer would change a learning rate: at once
+for `cosine`/`linear` (the end of warm-up), when the proposal's decay must begin for
+`warmup_stable_decay`, when the proposal is reached for `constant`. The schedule's
+:class:`~coordexp.train.run.schedule.Horizon` takes it, and the learning rates are those of a run
+configured with that count from the start.
 
 The loss of each micro-batch is `world_size · Σ W_m·w_atom·num / D_g` (PipelineRunner), so
 gradients and logged losses do not depend on packing, accumulation or world size.
@@ -44,9 +48,12 @@ from coordexp.train.run.schedule import Horizon
 
 log = logging.getLogger("coordexp.train")
 
-#: ``decide_total(steps_done, median_step_s) -> total``: the run's step count, called once on every
-#: rank at the end of warm-up (rank 0's answer is used); clamped to ``[steps_done + 1, max_steps]``.
+#: ``decide_total(steps_done, median_step_s) -> total``: the run's step count, called on every rank
+#: after each step while the total may still be fixed (rank 0's answer is used); clamped to
+#: ``[steps_done + 1, max_steps]``. ``median_step_s`` covers the last ``TIMING_WINDOW`` steps.
 DecideTotal = Callable[[int, float], int]
+#: steps whose median time `decide_total` sees (recent ones: the machine's speed drifts)
+TIMING_WINDOW = 100
 
 EXECUTOR_KEYS: tuple[tuple[str, str], ...] = (
     ("train/grad_norm_max", "max"),
@@ -143,7 +150,7 @@ class Trainer:
                 self.history.append(result)
                 step = done = step + 1
                 if self._deciding_at(done):
-                    self._fix_total(done, bar)
+                    self._consider_total(done, bar)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(self._postfix(result.metrics), refresh=False)
@@ -170,15 +177,23 @@ class Trainer:
 
     def _deciding_at(self, done: int) -> bool:
         horizon = self.horizon
-        return self.decide_total is not None and horizon.fixed_at is None and done == horizon.warmup_steps
+        return (
+            self.decide_total is not None
+            and horizon.fixed_at is None
+            and horizon.warmup_steps <= done <= horizon.fixable_through()
+        )
 
-    def _fix_total(self, done: int, bar: Any) -> None:
-        """Ask `decide_total` for the run's step count (rank 0's answer, broadcast) and fix it."""
+    def _consider_total(self, done: int, bar: Any) -> None:
+        """Ask `decide_total` for the run's step count (rank 0's answer, broadcast); fix it once
+        waiting longer would change a learning rate (module doc)."""
         assert self.decide_total is not None and self.horizon is not None
         timed = self.history[1:] or self.history  # the first step warms up (unless it is all a resume ran)
-        step_s = statistics.median(r.metrics["time/step_s"] for r in timed)
+        step_s = statistics.median(r.metrics["time/step_s"] for r in timed[-TIMING_WINDOW:])
         decided = self.dist.broadcast_object(int(self.decide_total(done, step_s)))
         total = max(done + 1, min(int(decided), self.settings.max_steps))
+        if self.horizon.schedule.free_until(total) > done:
+            return  # no learning rate used so far depends on the total: decide again next step
+        total = self.horizon.smallest_fixable_total(total, at_step=done)
         self.horizon.fix(total, at_step=done)
         log.info(
             "step count fixed at step %d: %d steps (%.3f s per step so far; at most %d)",

@@ -10,8 +10,9 @@ tiny model learns colour and position but barely shape within the budget (README
 
 With a time budget (the default: 15 minutes), steps 3 and 4 run at most `vision_steps` and the
 config's `training.max_steps`, cut (Stage-1 first) when a probe of this machine's step times says
-they would overrun it; Stage-1 fixes its own count again at the end of its warm-up, from its
-own step times (recipes/demo_budget.py). The summary records the counts that ran.
+they would overrun it; Stage-1 fixes its own count again, from its own step times, as late as its
+schedule allows: when its decay must begin (`warmup_stable_decay`, the demo's) or at the end of its
+warm-up (`cosine`, `linear`) (recipes/demo_budget.py). The summary records the counts that ran.
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ def run_demo(
         if 2 <= training.warmup_steps < training.max_steps:
             deadline = origin + (1.0 - STAGE1_MARGIN) * settings.budget_s
             decide_total = stage1_decider(deadline, packs=plan.times.stage1_packs)
-            log.info("Stage-1 fixes its count at the end of its warm-up (%d steps)", training.warmup_steps)
+            log.info(
+                "Stage-1 fixes its count from its own step times, from the end of its warm-up (%d steps) on",
+                training.warmup_steps,
+            )
         else:  # no warm-up steps to time: the probe's count is final
             stage1_overrides = (*stage1_overrides, f"training.max_steps={plan.stage1_steps}")
 

@@ -6,9 +6,11 @@ same counts would overrun the 15 minutes. With a budget the demo first times a f
 phase on this machine (:func:`probe_step_times`: throwaway runs in a scratch directory, before
 any seed is drawn for the real ones), then :func:`fit_steps` cuts the counts until the projected
 total fits: Stage-1 first, the vision pretraining only once Stage-1 is down to a quarter of its
-steps. The vision count is final there. Stage-1's count is fixed again at the end of its own
-warm-up (:func:`stage1_decider`), from the run's own step times and the time left, with a smaller
-margin: the probe ran minutes earlier and this machine's speed drifts. A budget never adds steps:
+steps. The vision count is final there. Stage-1's count is fixed again while it runs
+(:func:`stage1_decider`, asked after every step until the schedule needs the count: when the decay
+must begin for `warmup_stable_decay`, at the end of warm-up for `cosine`), from the run's own
+recent step times and the time left, with a smaller margin: the probe ran minutes earlier and this
+machine's speed drifts. A budget never adds steps:
 the counts given are the most the demo runs. The counts that ran are logged and written to the
 demo summary with the command that reruns them exactly (`--budget 0`): the losses then depend only
 on the counts, the seed and the thread count, not on how fast the machine was.
@@ -42,15 +44,15 @@ FIXED_COST_IN_PACKS = 280.0
 #: EPYC the probed Stage-1 step came out 0.96 and 0.90 s, and the runs that followed took a median
 #: 1.08 and 1.07 s per step (+13 %, +19 %): 15 min 4 s with a 5 % margin, 14 min 50 s with 10 %.
 MARGIN = 0.15
-#: Share of the budget kept free when Stage-1's count is fixed at the end of its warm-up, from the
-#: run's own step times; the drift of the minutes after that point is covered by STAGE1_DRIFT.
+#: Share of the budget kept free when Stage-1's count is fixed from the run's own step times; the
+#: drift of the minutes after that point is covered by STAGE1_DRIFT.
 STAGE1_MARGIN = 0.02
-#: How much slower than in its warm-up the rest of Stage-1 may run. On the 2-core EPYC the demo's
+#: How much slower than measured the rest of Stage-1 may run. On the 2-core EPYC the demo's
 #: warm-up ran at 0.481 s per step and the whole run at a median 0.516 s (+7 %, 8-step means of
 #: 0.435-0.561 s); in another run (seed 1) at 0.445 s and then 0.53 s (+19 %), which with 10 %
 #: here ended over the 15 minutes (910 s by the demo's clock, 15 min 20 s by `time`).
 STAGE1_DRIFT = 0.20
-#: What runs after Stage-1's warm-up besides its steps (its evaluations and saves, the final export,
+#: What may run after Stage-1's count is fixed besides its steps (evaluations and saves, the final export,
 #: inference, COCO/F1 and the report), in packs: 53 s at 0.28 s per pack on the 2-core EPYC.
 AFTER_STAGE1_COST_IN_PACKS = 200.0
 #: Stage-1 keeps at least this share of its steps before the vision pretraining is cut too. A
@@ -126,7 +128,7 @@ class BudgetPlan:
             tail = f"projected total {self.projected_total_s / 60:.1f} min"
         else:
             probed = self.stage1_probed_steps
-            stage1 = f"{self.stage1_steps} Stage-1 steps as fixed in its warm-up (probe: {probed})"
+            stage1 = f"{self.stage1_steps} Stage-1 steps as fixed by the run (probe: {probed})"
             tail = f"rerun exactly: coordexp demo {' '.join(self.reproduce_args())}"
         return (
             f"budget {self.budget_s / 60:.1f} min: {fitted}: {self.vision_steps} vision-pretraining steps "
@@ -259,7 +261,7 @@ def stage1_decider(
     clock: Callable[[], float] = time.perf_counter,
 ) -> DecideTotal:
     """Stage-1's `decide_total`: as many more steps as fit before `deadline` (a `clock()` time)
-    together with what runs after them, at the step time the run measured in its warm-up made
+    together with what runs after them, at the step time the run measured (its recent median) made
     `drift` slower; at least one."""
     if isinstance(packs, bool) or not isinstance(packs, int) or packs < 1:
         raise ValueError(f"packs must be an int >= 1, got {packs!r}")

@@ -44,7 +44,7 @@ from coordexp.train.run.manifest import (
     write_manifest,
 )
 from coordexp.train.run.rng import capture_rng_state, restore_rng_state, seed_everything
-from coordexp.train.run.schedule import Horizon, build_scheduler
+from coordexp.train.run.schedule import DEFAULT_DECAY_RATIO, Horizon, Schedule, build_scheduler
 from coordexp.train.stages.gt_packs import GTEncoder
 from coordexp.train.stages.stage1 import Stage1
 
@@ -155,10 +155,13 @@ def run_training(
         aligner_lr=training.aligner_lr,
         weight_decay=training.weight_decay,
     )
-    horizon = Horizon(max_steps, warmup_steps=training.warmup_steps)
-    scheduler = build_scheduler(
-        optimizer, kind=training.lr_scheduler, warmup_steps=training.warmup_steps, total_steps=horizon
+    schedule = Schedule(
+        kind=training.lr_scheduler,
+        warmup_steps=training.warmup_steps,
+        decay_ratio=DEFAULT_DECAY_RATIO if training.lr_decay_ratio is None else training.lr_decay_ratio,
     )
+    horizon = Horizon(max_steps, schedule=schedule)
+    scheduler = build_scheduler(optimizer, schedule, horizon)
     manifest = _manifest(resolved, info, prompt, train_set, val_set, stage, dist)
     start_step = 0
     resume_dir = _resume_dir(training.resume_from, output_dir)
