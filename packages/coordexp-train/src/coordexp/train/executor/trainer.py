@@ -196,8 +196,8 @@ class Trainer:
         total = self.horizon.smallest_fixable_total(total, at_step=done)
         self.horizon.fix(total, at_step=done)
         log.info(
-            "step count fixed at step %d: %d steps (%.3f s per step so far; at most %d)",
-            done, total, step_s, self.settings.max_steps,
+            "step count fixed at step %d: %d steps (%.3f s per step, the median of the last %d; at most %d)",
+            done, total, step_s, min(len(timed), TIMING_WINDOW), self.settings.max_steps,
         )
         if bar is not None:
             bar.total = total
