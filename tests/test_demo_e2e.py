@@ -17,6 +17,7 @@ import pytest
 
 from coordexp.train.recipes import demo as demo_recipe
 from coordexp.train.recipes.demo import DemoSettings, run_demo
+from coordexp.train.recipes.infer import run_inference
 from coordexp.train.recipes.demo_budget import (
     AFTER_STAGE1_COST_IN_PACKS,
     FIXED_COST_IN_PACKS,
@@ -153,12 +154,21 @@ def test_no_budget_runs_the_counts_as_given(tmp_path, monkeypatch):
     def no_probe(*args, **kwargs):
         raise AssertionError("no budget, no probe")
 
+    inferred = []
+
+    def recorded_inference(*args, **kwargs):
+        inferred.append(kwargs)
+        return run_inference(*args, **kwargs)
+
     monkeypatch.setattr(demo_recipe, "probe_step_times", no_probe)
+    monkeypatch.setattr(demo_recipe, "run_inference", recorded_inference)
     settings = DemoSettings(
-        n_train=40, n_val=4, seed=3, vision_steps=1, budget_s=None, overrides=("training.max_steps=2",)
+        n_train=40, n_val=4, seed=3, vision_steps=1, budget_s=None, overrides=("training.max_steps=2",),
+        decode_batch_size=3, coord_pick="token",
     )
     summary = run_demo(tmp_path / "demo", settings, progress=False)
     assert summary["budget"] is None and summary["steps"] == 2 and "probe_s" not in summary["timings_s"]
+    assert [(k["decode_batch_size"], k["coord_pick"]) for k in inferred] == [(3, "token")]
 
 
 @pytest.mark.parametrize("minutes", ["-1", "nan"])

@@ -172,7 +172,7 @@ def test_a_plan_takes_the_count_the_run_fixed_and_reruns_it():
 
 
 def test_the_demo_decodes_coords_by_expectation_unless_told_otherwise():
-    assert DemoSettings().coord_pick == "expectation"
+    assert DemoSettings().coord_pick == "expectation" and DemoSettings().decode_batch_size == 64
     assert DemoSettings(coord_pick="token").coord_pick == "token"
     with pytest.raises(ValueError, match="coord_pick"):
         DemoSettings(coord_pick="mean")

@@ -38,7 +38,8 @@ from coordexp.train.recipes.train import run_training
 #: packed rows, so the unit does not change with the packs per step): measured 264 on a 2-core EPYC
 #: without AVX-512 (64 s at 0.24 s per pack). They are the same kind of work as the steps, so they
 #: scale with them (the final evaluation: 29 s at 0.24 s per pack there, 17 s at 0.14 s on the
-#: AVX-512 machine, ~120 packs on both).
+#: AVX-512 machine, ~120 packs on both; since the demo infers in batches of 64, ~30 packs: the
+#: estimate is kept, so the probe's projection errs long).
 FIXED_COST_IN_PACKS = 280.0
 #: Share of the budget kept free for the machine's speed drifting during the run. On the 2-core
 #: EPYC the probed Stage-1 step came out 0.96 and 0.90 s, and the runs that followed took a median
@@ -53,8 +54,9 @@ STAGE1_MARGIN = 0.02
 #: here ended over the 15 minutes (910 s by the demo's clock, 15 min 20 s by `time`).
 STAGE1_DRIFT = 0.20
 #: What may run after Stage-1's count is fixed besides its steps (evaluations and saves, the final export,
-#: inference, COCO/F1 and the report), in packs: 53 s at 0.28 s per pack on the 2-core EPYC.
-AFTER_STAGE1_COST_IN_PACKS = 200.0
+#: inference, COCO/F1 and the report), in packs: 53 s at 0.28 s per pack on the 2-core EPYC with the
+#: final inference in batches of 4 (33 s of it); in batches of 64 (7 s) about 60 packs, kept doubled.
+AFTER_STAGE1_COST_IN_PACKS = 120.0
 #: Stage-1 keeps at least this share of its steps before the vision pretraining is cut too. A
 #: vision step costs a fifth of a Stage-1 step, and a tower pretrained for fewer steps is much
 #: weaker: on the 2-core EPYC, 1,200 + 500 steps reached AP50 0.336 where 710 + 591 (the same
