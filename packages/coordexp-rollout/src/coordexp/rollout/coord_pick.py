@@ -19,6 +19,7 @@ Eval scores (06 §6.3) still read the emitted token's probability under the raw 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -48,7 +49,7 @@ class ExpectedCoordProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         ids = self.coord_ids.to(scores.device)
         coord_logp = torch.log_softmax(scores.float(), dim=-1)[:, ids]  # [B, K]
-        at_coord = coord_logp.logsumexp(dim=-1) > torch.log(torch.tensor(0.5))  # mass > 1/2
+        at_coord = coord_logp.logsumexp(dim=-1) > math.log(0.5)  # coord mass > 1/2
         if not bool(at_coord.any()):
             return scores
         expected = (torch.softmax(coord_logp, dim=-1) * self.bins.to(scores.device)).sum(dim=-1)

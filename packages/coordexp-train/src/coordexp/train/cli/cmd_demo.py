@@ -7,6 +7,7 @@ import json
 import logging
 import time
 
+from coordexp.rollout.decoding import COORD_PICKS
 from coordexp.train.models.presets import PRESETS
 
 
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vision-steps", type=int, help="vision-tower pretraining steps before Stage-1 (0 = none)")
     p.add_argument(
         "--coord-pick",
-        choices=("token", "expectation"),
+        choices=COORD_PICKS,
         help="how the final val inference picks coord tokens (default expectation: the expected bin)",
     )
     p.add_argument(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from coordexp.rollout.decoding import COORD_PICKS
+
 
 def _run(args: argparse.Namespace) -> int:
     from coordexp.train.recipes.infer import run_inference
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument(
         "--coord-pick",
-        choices=("token", "expectation"),
+        choices=COORD_PICKS,
         default="token",
         help="coord tokens: the greedy token, or the expected bin of their distribution at coord steps",
     )

@@ -199,8 +199,8 @@ def check_typed(
     if config.training.lr_decay_ratio is not None and config.training.lr_scheduler != "warmup_stable_decay":
         raise located_error(
             ("training", "lr_decay_ratio"),
-            f"only read by lr_scheduler: warmup_stable_decay (this config's is {config.training.lr_scheduler}); "
-            "delete it or switch the scheduler",
+            "only read by lr_scheduler: warmup_stable_decay (this config's is "
+            f"{config.training.lr_scheduler}); delete it or switch the scheduler",
             provenance,
         )
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import attrs
 
 from coordexp.core.errors import ConfigError
+from coordexp.rollout.decoding import COORD_PICKS
 from coordexp.train.config import load_config
 from coordexp.train.config.schema import TrainingSection
 from coordexp.train.data.synth import synthesize
@@ -63,7 +64,7 @@ class DemoSettings:
     #: how the final val inference picks coord tokens: `expectation` (the expected bin of the
     #: model's distribution; +0.01–0.08 AP50 on the demo's models, README "Demo results") or `token`
     coord_pick: str = attrs.field(
-        default="expectation", validator=attrs.validators.in_(("token", "expectation"))
+        default="expectation", validator=attrs.validators.in_(COORD_PICKS)
     )
     #: `coordexp model pretrain-vision` steps before Stage-1 (0 = start Stage-1 from the random tower)
     vision_steps: int = 1200

@@ -53,9 +53,10 @@ STAGE1_MARGIN = 0.02
 #: 0.435-0.561 s); in another run (seed 1) at 0.445 s and then 0.53 s (+19 %), which with 10 %
 #: here ended over the 15 minutes (910 s by the demo's clock, 15 min 20 s by `time`).
 STAGE1_DRIFT = 0.20
-#: What may run after Stage-1's count is fixed besides its steps (evaluations and saves, the final export,
-#: inference, COCO/F1 and the report), in packs: 53 s at 0.28 s per pack on the 2-core EPYC with the
-#: final inference in batches of 4 (33 s of it); in batches of 64 (7 s) about 60 packs, kept doubled.
+#: What may run after Stage-1's count is fixed besides its steps (evaluations and saves, the final
+#: export, inference, COCO/F1 and the report), in packs: 53 s at 0.28 s per pack on the 2-core EPYC
+#: with the final inference in batches of 4 (33 s of it); in batches of 64 (7 s) about 60 packs,
+#: kept doubled.
 AFTER_STAGE1_COST_IN_PACKS = 120.0
 #: Stage-1 keeps at least this share of its steps before the vision pretraining is cut too. A
 #: vision step costs a fifth of a Stage-1 step, and a tower pretrained for fewer steps is much

@@ -81,7 +81,9 @@ def lr_multiplier(
 ) -> float:
     if kind not in SCHEDULES:
         raise ValueError(f"unknown lr schedule {kind!r}; expected one of {SCHEDULES}")
-    schedule = Schedule(kind=kind, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, decay_ratio=decay_ratio)
+    schedule = Schedule(
+        kind=kind, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio, decay_ratio=decay_ratio
+    )
     return schedule.multiplier(step, total_steps)
 
 
@@ -127,7 +129,9 @@ class Horizon:
         if total_steps <= at_step:
             raise ValueError(f"a total of {total_steps} steps leaves none after step {at_step}")
         if self.schedule.free_until(total_steps) < at_step:
-            raise ValueError(f"a total of {total_steps} steps would have begun its decay before step {at_step}")
+            raise ValueError(
+                f"a total of {total_steps} steps would have begun its decay before step {at_step}"
+            )
         self._total, self.fixed_at = total_steps, at_step
 
     def restore(self, total_steps: int, fixed_at: int | None) -> None:
@@ -147,4 +151,6 @@ def build_scheduler(
     horizon = total_steps if isinstance(total_steps, Horizon) else Horizon(total_steps, schedule=schedule)
     if horizon.schedule != schedule:
         raise ValueError(f"the horizon's schedule {horizon.schedule} is not the scheduler's {schedule}")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule.multiplier(step, horizon.total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: schedule.multiplier(step, horizon.total_steps)
+    )
