@@ -65,6 +65,7 @@ def test_demo_runs_the_whole_chain(tmp_path):
     assert config["training"]["seed"] == 3  # --seed reaches every step
     assert Path(summary["report"]).is_file() and f"report: {summary['report']}" in done.stdout
     assert len((out / "data" / "train.jsonl").read_text().splitlines()) == 40
+    assert sorted(p.suffix for p in (out / "data" / "images").rglob("*.*")) == [".bmp"] * 44  # fast to decode
     assert len((out / "eval" / "gt_vs_pred.jsonl").read_text().splitlines()) == 4
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert "rollout/AP50" in json.dumps(metrics)

@@ -39,6 +39,41 @@ def test_worker_processes_write_the_same_bytes_and_counts(tmp_path: Path) -> Non
     assert one.counts == three.counts and one.counts["objects"] > 0
 
 
+def test_bmp_images_hold_the_png_pixels(tmp_path: Path) -> None:
+    png = synthesize(tmp_path / "png", n_train=6, n_val=2, seed=2)
+    bmp = synthesize(tmp_path / "bmp", n_train=6, n_val=2, seed=2, image_format="bmp")
+    for split in ("train", "val"):
+        png_lines = getattr(png, f"{split}_jsonl").read_text()
+        assert getattr(bmp, f"{split}_jsonl").read_text() == png_lines.replace(".png", ".bmp")
+        assert report_ok(getattr(bmp, f"{split}_jsonl"))
+    names = sorted(p.relative_to(tmp_path / "bmp") for p in (tmp_path / "bmp" / "images").rglob("*.*"))
+    expected = [f"images/{split}/{i:05d}.bmp" for split, n in (("train", 6), ("val", 2)) for i in range(n)]
+    assert [str(n) for n in names] == expected
+    for name in names:
+        with Image.open(tmp_path / "bmp" / name) as image:
+            assert image.format == "BMP"
+            bmp_pixels = image.convert("RGB").tobytes()
+        with Image.open((tmp_path / "png" / name).with_suffix(".png")) as image:
+            assert image.format == "PNG" and image.convert("RGB").tobytes() == bmp_pixels
+
+
+def report_ok(path: Path) -> bool:
+    return validate_jsonl(path, max_pixels=256 * 256, trainer_variant="stage1").ok
+
+
+def test_cli_offers_every_image_format() -> None:
+    from coordexp.train.cli.main import build_parser
+    from coordexp.train.data.synth import IMAGE_FORMATS
+
+    parser = build_parser()
+    synth = ["data", "synth", "--out", "x"]
+    assert parser.parse_args(synth).image_format == "png"
+    for name in IMAGE_FORMATS:
+        assert parser.parse_args([*synth, "--image-format", name]).image_format == name
+    with pytest.raises(SystemExit):
+        parser.parse_args([*synth, "--image-format", "gif"])
+
+
 def test_image_i_does_not_depend_on_split_length(tmp_path: Path) -> None:
     synthesize(tmp_path / "small", n_train=3, n_val=1, seed=9)
     synthesize(tmp_path / "large", n_train=8, n_val=2, seed=9)
@@ -133,6 +168,7 @@ def test_object_sides_stay_inside_size_range(tmp_path: Path, size_range: tuple[f
         {"size_range": (0.3,)},
         {"workers": 0},
         {"workers": True},
+        {"image_format": "jpeg"},
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict) -> None:

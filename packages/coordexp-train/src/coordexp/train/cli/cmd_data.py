@@ -67,6 +67,7 @@ def _synth(args: argparse.Namespace) -> int:
         bbox_only=args.bbox_only,
         coord_form=args.coord_form,
         workers=args.workers,
+        image_format=args.image_format,
     )
 
 
@@ -108,5 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--coord-form", choices=("int", "token"), default="int")
     s.add_argument(
         "--workers", type=int, default=1, help="processes drawing images (the same files for any count)"
+    )
+    s.add_argument(
+        "--image-format", choices=("png", "bmp"), default="png",
+        help="png (default) or bmp: raw pixels, ~1.6x the size, ~5x faster to decode",
     )
     s.set_defaults(handler=_synth)

@@ -98,6 +98,7 @@ def cmd_synth(
     bbox_only: bool = False,
     coord_form: str = "int",
     workers: int = 1,
+    image_format: str = "png",
     out: TextIO | None = None,
 ) -> int:
     """Write the synthetic data set, validate both files and print a summary (0 when they validate)."""
@@ -113,6 +114,7 @@ def cmd_synth(
         bbox_only=bbox_only,
         coord_form=coord_form,
         workers=workers,
+        image_format=image_format,
     )
     for line in result.summary_lines():
         print(line, file=stream)

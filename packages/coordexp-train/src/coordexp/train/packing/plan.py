@@ -49,18 +49,26 @@ def first_fit_decreasing(lengths: Sequence[int], cap: int, *, sample_ids: Sequen
     """
     lens = check_lengths(lengths, cap, sample_ids=sample_ids)
     order = sorted(range(len(lens)), key=lambda i: (-int(lens[i]), i))
+    smallest = int(lens.min()) if len(lens) else 0
     free: list[int] = []
     members: list[list[int]] = []
+    # Bins that can still take the smallest sample, in bin order: a bin with less room can take no
+    # later sample, so leaving it out of the scan keeps first-fit's choice and the scan short.
+    open_bins: list[int] = []
     for i in order:
         need = int(lens[i])
-        for b, room in enumerate(free):
-            if room >= need:
+        for k, b in enumerate(open_bins):
+            if free[b] >= need:
                 free[b] -= need
                 members[b].append(i)
+                if free[b] < smallest:
+                    del open_bins[k]
                 break
         else:
             free.append(cap - need)
             members.append([i])
+            if cap - need >= smallest:
+                open_bins.append(len(free) - 1)
     packs = [sorted(m) for m in members]
     packs.sort(key=lambda p: p[0])
     return packs
