@@ -36,6 +36,42 @@ def test_every_command_module_is_registered():
     assert len(COMMAND_MODULES) == len(names)
 
 
+def test_building_the_parser_loads_neither_torch_nor_transformers():
+    """`coordexp --help` answers in a fraction of a second, and `coordexp demo` notes its start time
+    before the ~6 s import of torch and transformers (which its budget then counts)."""
+    code = (
+        "import sys; from coordexp.train.cli.main import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_main_hands_every_handler_its_start_time(monkeypatch):
+    import argparse
+    import importlib
+    import time
+
+    main_module = importlib.import_module("coordexp.train.cli.main")  # the package exports `main` too
+    seen = {}
+    parser = argparse.ArgumentParser(prog="coordexp")
+    parser.set_defaults(handler=lambda args: seen.setdefault("started_at", args.started_at) and 0)
+    before = time.time()
+    monkeypatch.setattr(main_module, "build_parser", lambda: (time.sleep(0.05), parser)[1])
+    assert main_module.main([]) == 0
+    assert before <= seen["started_at"] <= time.time() - 0.05  # taken before the parser was built
+
+
+def test_lazy_models_package_exports_every_name():
+    import coordexp.train.models as models
+
+    for name in models.__all__:
+        assert getattr(models, name) is not None
+    assert "create_model" in dir(models)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        models.nope  # noqa: B018
+
+
 def test_console_script_runs(tmp_path):
     exe = Path(sys.executable).with_name("coordexp")
     out = subprocess.run([str(exe), "env", "--json"], capture_output=True, text=True, check=True)

@@ -17,14 +17,17 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from coordexp.core.plugins.manager import get_plugin_manager
-from coordexp.core.plugins.registry import ModuleRegistry
 
 OK_STATUSES = frozenset({"ok", "disabled"})
 
 
 def collect_plugins() -> list[dict[str, Any]]:
     """The `describe_all` listing of the installed modules and plugins (see the module docstring)."""
+    # Imported here: the registry loads torch, which `coordexp --help` and the other commands'
+    # parsers do not need.
+    from coordexp.core.plugins.manager import get_plugin_manager
+    from coordexp.core.plugins.registry import ModuleRegistry
+
     return ModuleRegistry(plugin_manager=get_plugin_manager()).describe_all()
 
 

@@ -3,7 +3,7 @@
 Each command group lives in its own module exposing `register(subparsers)`; a command's handler
 receives the parsed namespace and returns the process exit code. Errors that a user caused
 (`CoordexpError`) print one clear line on stderr and exit 2; anything else is a bug and keeps
-its traceback.
+its traceback. The namespace also carries `started_at`, the `time.time()` at which `main` began.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import time
 from collections.abc import Sequence
 
 from coordexp.core.errors import CoordexpError
@@ -43,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started_at = time.time()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.started_at = started_at  # `coordexp demo`'s budget counts from here
     try:
         return int(args.handler(args) or 0)
     except CoordexpError as exc:

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
 from coordexp.core.context import ContextSet
 from coordexp.core.errors import PipelineError
-from coordexp.core.rows import pack_rows
+from coordexp.core.rows import SampleRows, pack_rows
 from coordexp.train.data.jsonl import JsonlDataset
 from coordexp.train.data.prompts import PromptPair, prompt_sha256
 from coordexp.train.encode.gt import EncodedSample, assistant_length, encode_gt
@@ -33,9 +34,29 @@ from coordexp.train.stages.base import MicroBatch, move_inputs
 #: demo's probe, then its Stage-1) skips tokenizing every sample (~3.5 s for 12,000)
 _LENGTHS: dict[str, tuple[int, ...]] = {}
 
+#: samples whose token ids and row metadata one encoder keeps (~6 KB each at the demo's ~140 tokens:
+#: ~300 MB when full); those of later samples are computed again at every use
+TEXT_CACHE_SIZE = 50_000
+
+
+@attrs.frozen(eq=False)
+class _EncodedText:
+    """What `encode_gt` derives from a record's text alone: every `EncodedSample` field but the
+    pixels, which are decoded again at every use (1 ms where the rest costs ~3 ms)."""
+
+    input_ids: torch.Tensor
+    prompt_len: int
+    rows: SampleRows
+
 
 class GTEncoder:
-    """Encodes dataset records into GT teacher-forcing samples (context `gt`)."""
+    """Encodes dataset records into GT teacher-forcing samples (context `gt`).
+
+    With the `sorted` GT order a record encodes to the same ids and rows in every epoch, so the
+    first `TEXT_CACHE_SIZE` records encoded keep those (the demo's Stage-1 sees each of its 12,000
+    records ~3 times): a later `encode` of them only reads the image. A `random` order changes them
+    every epoch and nothing is kept.
+    """
 
     def __init__(
         self,
@@ -54,12 +75,26 @@ class GTEncoder:
         self.field_order = field_order
         self.seed = seed
         self._encode_prompt = PromptEncoder(processor, prompt)
+        self._texts: dict[int, _EncodedText] | None = {} if dataset.ordering == "sorted" else None
 
     def encode(self, index: int, epoch: int) -> EncodedSample:
         record = self.dataset[index]
         prompt = self._encode_prompt(str(record.image))
+        text = None if self._texts is None else self._texts.get(index)
+        if text is not None and text.prompt_len == prompt.length:
+            return EncodedSample(
+                index, text.input_ids, prompt.pixel_values, prompt.image_grid_thw, text.prompt_len, text.rows
+            )
         objects = self.dataset.gt_objects(index, seed=self.seed, epoch=epoch)
-        return encode_gt(self.info, prompt, objects, field_order=self.field_order, sample_id=index)
+        sample = encode_gt(self.info, prompt, objects, field_order=self.field_order, sample_id=index)
+        if self._texts is not None and (index in self._texts or len(self._texts) < TEXT_CACHE_SIZE):
+            self._texts[index] = _EncodedText(sample.input_ids, sample.prompt_len, sample.rows)
+        return sample
+
+    @property
+    def cached_texts(self) -> int:
+        """How many records' ids and rows this encoder keeps."""
+        return 0 if self._texts is None else len(self._texts)
 
     def length(self, index: int, epoch: int) -> int:
         """`encode(index, epoch).length` from the record's image size and the assistant text alone."""
