@@ -123,8 +123,8 @@ class GTEncoder:
         """Token length of every sample (epoch-0 order), cached under the fingerprint: in this
         process and, with `cache_dir`, in a file there."""
         fingerprint = self.fingerprint(max_pixels)
-        known = _LENGTHS.get(fingerprint)
-        if known is not None and len(known) == len(self.dataset):
+        known = _LENGTHS.get(fingerprint)  # the fingerprint covers the data file's bytes
+        if known is not None:
             return list(known)
         cache = None
         if cache_dir is not None:
@@ -132,8 +132,8 @@ class GTEncoder:
             if cache.is_file():
                 lengths = json.loads(cache.read_text())
                 if len(lengths) == len(self.dataset):
-                    _LENGTHS[fingerprint] = tuple(int(v) for v in lengths)
-                    return [int(v) for v in lengths]
+                    known = _LENGTHS[fingerprint] = tuple(int(v) for v in lengths)
+                    return list(known)
         lengths = [self.length(i, 0) for i in range(len(self.dataset))]
         _LENGTHS[fingerprint] = tuple(lengths)
         if cache is not None:
